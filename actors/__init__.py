@@ -1,0 +1,1 @@
+"""The Flexible Engine domain as actors: topology, tenants, compute, recovery."""

@@ -1,0 +1,1 @@
+"""fe-runtime kernel: actors, supervision, the actor context, drivers, ports, errors."""

@@ -1,0 +1,1 @@
+"""Simulation: the virtual-time driver, SimPy models of the ports, failures, scenarios."""

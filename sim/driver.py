@@ -1,0 +1,520 @@
+"""Deterministic virtual-time driver: the same primitives as `runtime.driver.AnyioDriver`.
+
+Actor coroutines are stepped by this module's own ready queue (FIFO, so equal-time
+wake-ups keep their order) and timed wake-ups are SimPy events on the model's
+environment, so actors and SimPy models share one clock and one
+(time, priority, sequence) order. A run is a pure function of its inputs.
+
+A blocked task holds a wake token; every wake-up names the token it was issued for,
+so a stale wake-up (a timer that lost the race against a reply, say) is a no-op.
+Cancellation follows trio: scopes form a tree, a cancelled scope marks its subtree,
+and every blocking call inside raises `Cancelled` until the cancelled scope exits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar
+
+import simpy
+
+T = TypeVar("T")
+
+
+class Cancelled(BaseException):
+    """Raised at blocking calls inside a cancelled scope (the sim twin of anyio's)."""
+
+
+@types.coroutine
+def _suspend() -> Generator[None, Any, Any]:
+    return (yield)
+
+
+class _Task:
+    __slots__ = ("coro", "name", "scope", "token", "value", "exc", "group", "driver")
+
+    def __init__(self, driver: SimDriver, coro: Coroutine[Any, Any, Any], name: str, scope: _Scope | None) -> None:
+        self.driver = driver
+        self.coro = coro
+        self.name = name
+        self.scope = scope
+        self.token = 0  # non-zero while blocked
+        self.value: Any = None
+        self.exc: BaseException | None = None
+        self.group: _TaskGroup | None = None
+
+
+class _Scope:
+    """A cancel scope. `cancelled` is true when this scope or an ancestor is cancelled."""
+
+    __slots__ = ("driver", "parent", "children", "tasks", "cancel_called", "cancelled",
+                 "cancelled_caught", "_deadline", "_raise_timeout", "_host", "_active")
+
+    def __init__(self, driver: SimDriver, deadline: float | None = None, raise_timeout: bool = False) -> None:
+        self.driver = driver
+        self.parent: _Scope | None = None
+        self.children: set[_Scope] = set()
+        self.tasks: set[_Task] = set()
+        self.cancel_called = False
+        self.cancelled = False
+        self.cancelled_caught = False
+        self._deadline = deadline
+        self._raise_timeout = raise_timeout
+        self._host: _Task | None = None
+        self._active = False
+
+    def _attach(self, task: _Task) -> None:
+        parent = task.scope
+        self.parent = parent
+        if parent is not None:
+            parent.children.add(self)
+            parent.tasks.discard(task)
+            self.cancelled = parent.cancelled or self.cancel_called
+        self.tasks.add(task)
+        task.scope = self
+        self._host = task
+        self._active = True
+        if self._deadline is not None:
+            delay = self._deadline - self.driver.env.now
+            if delay <= 0:
+                self.cancel()
+            else:
+                self.driver.env.timeout(delay).callbacks.append(self._on_deadline)
+
+    def _detach(self) -> None:
+        task = self._host
+        assert task is not None and task.scope is self, "cancel scopes must nest"
+        self._active = False
+        self.tasks.discard(task)
+        task.scope = self.parent
+        if self.parent is not None:
+            self.parent.children.discard(self)
+            self.parent.tasks.add(task)
+
+    def _on_deadline(self, _event: object) -> None:
+        if self._active:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.cancel_called:
+            return
+        self.cancel_called = True
+        if self._active:
+            self._mark()
+
+    def _mark(self) -> None:
+        self.cancelled = True
+        wake = self.driver._wake
+        for task in list(self.tasks):
+            if task.token:
+                wake(task, task.token, exc=Cancelled())
+        for child in list(self.children):
+            if not child.cancelled:
+                child._mark()
+
+    def __enter__(self) -> _Scope:
+        task = self.driver.current
+        assert task is not None, "cancel scopes need a running task"
+        self._attach(task)
+        return self
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._detach()
+        if self.cancel_called and exc is not None and _only_cancelled(exc):
+            self.cancelled_caught = True
+            if self._raise_timeout:
+                raise TimeoutError(f"deadline {self._deadline} passed") from None
+            return True
+        return False
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, Cancelled)
+
+
+class _TaskGroup:
+    __slots__ = ("driver", "cancel_scope", "children", "errors", "_host", "_waiting")
+
+    def __init__(self, driver: SimDriver) -> None:
+        self.driver = driver
+        self.cancel_scope = _Scope(driver)
+        self.children: set[_Task] = set()
+        self.errors: list[BaseException] = []
+        self._host: _Task | None = None
+        self._waiting = 0
+
+    async def __aenter__(self) -> _TaskGroup:
+        self._host = self.driver.current
+        self.cancel_scope.__enter__()
+        return self
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None) -> None:
+        coro = fn(*args)
+        task = _Task(self.driver, coro, str(name or getattr(fn, "__qualname__", "task")), self.cancel_scope)  # type: ignore[arg-type]
+        task.group = self
+        self.children.add(task)
+        self.cancel_scope.tasks.add(task)
+        if self.cancel_scope.cancelled:
+            task.exc = Cancelled()
+        self.driver._ready.append(task)
+
+    def _child_done(self, task: _Task, exc: BaseException | None) -> None:
+        self.children.discard(task)
+        self.cancel_scope.tasks.discard(task)
+        if exc is not None and not isinstance(exc, Cancelled):
+            self.errors.append(exc)
+            self.cancel_scope.cancel()
+        if not self.children and self._waiting:
+            assert self._host is not None
+            self.driver._wake(self._host, self._waiting)
+
+    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        host = self._host
+        assert host is not None
+        if exc is not None:
+            self.cancel_scope.cancel()
+            if not isinstance(exc, Cancelled):
+                self.errors.append(exc)
+        outer_cancel = False
+        while self.children:
+            self._waiting = self.driver._block(host)
+            try:
+                await _suspend()
+            except Cancelled:
+                self.cancel_scope.cancel()
+                outer_cancel = True
+            finally:
+                self._waiting = 0
+        self.cancel_scope._detach()
+        if self.errors:
+            raise BaseExceptionGroup("errors in task group", self.errors)
+        if isinstance(exc, Cancelled):
+            return self.cancel_scope.cancel_called and not (host.scope is not None and host.scope.cancelled)
+        if outer_cancel and host.scope is not None and host.scope.cancelled:
+            raise Cancelled()
+        return False
+
+
+class _Future:
+    __slots__ = ("driver", "_done", "_value", "_exc", "_task", "_token", "_deadline")
+
+    def __init__(self, driver: SimDriver) -> None:
+        self.driver = driver
+        self._done = False
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self._task: _Task | None = None
+        self._token = 0
+        self._deadline: list[Any] | None = None
+
+    def set(self, value: Any) -> None:
+        if not self._done:
+            self._done, self._value = True, value
+            self._resolved()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._done, self._exc = True, exc
+            self._resolved()
+
+    def _resolved(self) -> None:
+        task = self._task
+        if task is not None and task.token == self._token:
+            task.token = 0
+            self.driver._ready.append(task)
+        if self._deadline is not None:
+            self.driver._drop_deadline(self._deadline)
+            self._deadline = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def _on_timeout(self, token: int) -> None:
+        if not self._done and self._task is not None:
+            self.driver._wake(self._task, token, exc=TimeoutError("no result in time"))
+
+    async def wait(self, timeout: float | None = None) -> Any:
+        if not self._done:
+            driver = self.driver
+            task = driver.current
+            scope = task.scope  # type: ignore[union-attr]
+            if scope is not None and scope.cancelled:
+                raise Cancelled()
+            self._task = task
+            task.token = self._token = token = next(driver._tokens)  # type: ignore[union-attr]
+            if timeout is not None:
+                self._deadline = driver._add_deadline(driver.env._now + timeout, token, self)
+            try:
+                await _suspend()
+            finally:
+                self._task = None
+                if self._deadline is not None:
+                    driver._drop_deadline(self._deadline)
+                    self._deadline = None
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+
+class _Mailbox:
+    __slots__ = ("driver", "_items", "_task", "_token")
+
+    def __init__(self, driver: SimDriver) -> None:
+        self.driver = driver
+        self._items: deque[Any] = deque()
+        self._task: _Task | None = None
+        self._token = 0
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        task = self._task
+        if task is not None:
+            self._task = None
+            if task.token == self._token:
+                task.token = 0
+                self.driver._ready.append(task)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def drain(self) -> list[Any]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    async def get(self) -> Any:
+        task = self.driver.current
+        scope = task.scope  # type: ignore[union-attr]
+        if scope is not None and scope.cancelled:
+            raise Cancelled()
+        while not self._items:
+            self._task = task
+            task.token = self._token = next(self.driver._tokens)  # type: ignore[union-attr]
+            try:
+                await _suspend()
+            finally:
+                self._task = None
+        return self._items.popleft()
+
+
+class _Event:
+    __slots__ = ("driver", "_set", "_waiters")
+
+    def __init__(self, driver: SimDriver) -> None:
+        self.driver = driver
+        self._set = False
+        self._waiters: list[tuple[_Task, int]] = []
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            for task, token in self._waiters:
+                self.driver._wake(task, token)
+            self._waiters.clear()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        task = self.driver.current
+        assert task is not None
+        if task.scope is not None and task.scope.cancelled:
+            raise Cancelled()
+        if not self._set:
+            self._waiters.append((task, self.driver._block(task)))
+            await _suspend()
+
+
+class Deadlock(RuntimeError):
+    """Every task is blocked and no timed event is left: nothing can ever happen."""
+
+
+class SimDriver:
+    """Runs coroutines in the virtual time of `env` (a fresh SimPy environment by default)."""
+
+    def __init__(self, env: simpy.Environment | None = None) -> None:
+        self.env = env if env is not None else simpy.Environment()
+        self.current: _Task | None = None
+        self._ready: deque[_Task] = deque()
+        self._tokens = itertools.count(1)
+        # Future deadlines: [time, token, future]; future None once resolved (lazy deletion).
+        self._deadlines: list[list[Any]] = []
+        self._dead_deadlines = 0
+
+    # -- scheduler ---------------------------------------------------------------
+    def _block(self, task: _Task) -> int:
+        task.token = token = next(self._tokens)
+        return token
+
+    def _add_deadline(self, when: float, token: int, fut: _Future) -> list[Any]:
+        entry = [when, token, fut]
+        heapq.heappush(self._deadlines, entry)
+        return entry
+
+    def _drop_deadline(self, entry: list[Any]) -> None:
+        entry[2] = None
+        self._dead_deadlines += 1
+        if self._dead_deadlines > 4096 and self._dead_deadlines * 2 > len(self._deadlines):
+            self._deadlines = [e for e in self._deadlines if e[2] is not None]
+            heapq.heapify(self._deadlines)
+            self._dead_deadlines = 0
+
+    def _next_deadline(self) -> float:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2] is None:
+            heapq.heappop(deadlines)
+            self._dead_deadlines -= 1
+        return deadlines[0][0] if deadlines else float("inf")
+
+    def _fire_deadline(self) -> None:
+        when, token, fut = heapq.heappop(self._deadlines)
+        if self.env.now < when:
+            self.env.run(until=when)  # advance the shared clock; no model event is earlier
+        fut._deadline = None
+        fut._on_timeout(token)
+
+    def _wake(self, task: _Task, token: int, value: Any = None, exc: BaseException | None = None) -> None:
+        if task.token != token:
+            return
+        task.token = 0
+        task.value, task.exc = value, exc
+        self._ready.append(task)
+
+    def _finish(self, task: _Task, exc: BaseException | None) -> None:
+        if task.group is not None:
+            task.group._child_done(task, exc)
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        while ready:
+            task = ready.popleft()
+            self.current = task
+            try:
+                if task.exc is not None:
+                    exc, task.exc = task.exc, None
+                    task.coro.throw(exc)
+                else:
+                    value, task.value = task.value, None
+                    task.coro.send(value)
+            except StopIteration:
+                self._finish(task, None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the task's group
+                self._finish(task, exc)
+        self.current = None
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any, until: float | None = None) -> T:
+        """Run `fn(*args)` to completion (or until virtual time `until`, then cancel it)."""
+        outcome: list[Any] = []
+
+        async def root() -> None:
+            async with self.task_group() as tg:
+                async def main() -> None:
+                    outcome.append(await fn(*args))
+                tg.start_soon(main)
+                if until is not None:
+                    await self.sleep(until - self.env.now)
+                    tg.cancel_scope.cancel()
+
+        top = _Task(self, root(), "root", None)
+        errors: list[BaseException] = []
+        top.group = None
+        self._ready.append(top)
+        done = []
+
+        def finished(task: _Task, exc: BaseException | None) -> None:
+            done.append(True)
+            if exc is not None:
+                errors.append(exc)
+
+        original = self._finish
+        self._finish = lambda task, exc: finished(task, exc) if task is top else original(task, exc)  # type: ignore[method-assign]
+        try:
+            env = self.env
+            while True:
+                self._run_ready()
+                if done:
+                    break
+                t_model = env.peek()
+                t_deadline = self._next_deadline() if self._deadlines else float("inf")
+                if t_deadline < t_model:
+                    self._fire_deadline()
+                elif t_model == float("inf"):
+                    raise Deadlock(f"all tasks blocked at t={env.now} and nothing is scheduled")
+                else:
+                    env.step()
+        finally:
+            self._finish = original  # type: ignore[method-assign]
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                raise exc.exceptions[0]
+            raise exc
+        return outcome[0] if outcome else None  # type: ignore[no-any-return]
+
+    # -- the Driver protocol -----------------------------------------------------
+    def now(self) -> float:
+        return float(self.env.now)
+
+    async def sleep(self, seconds: float) -> None:
+        task = self.current
+        assert task is not None
+        if task.scope is not None and task.scope.cancelled:
+            raise Cancelled()
+        token = self._block(task)
+        self.env.timeout(max(0.0, seconds)).callbacks.append(lambda _e: self._wake(task, token))
+        await _suspend()
+
+    async def checkpoint(self) -> None:
+        await self.sleep(0)
+
+    async def wait_simpy(self, event: simpy.Event) -> Any:
+        """Block until a SimPy event fires; return its value (raise its failure)."""
+        task = self.current
+        assert task is not None
+        if task.scope is not None and task.scope.cancelled:
+            raise Cancelled()
+        if event.processed:
+            if not event.ok:
+                raise event.value
+            return event.value
+        token = self._block(task)
+
+        def resume(ev: simpy.Event) -> None:
+            if ev.ok:
+                self._wake(task, token, ev.value)
+            else:
+                ev.defused = True
+                self._wake(task, token, exc=ev.value)
+
+        event.callbacks.append(resume)
+        return await _suspend()
+
+    def task_group(self) -> _TaskGroup:
+        return _TaskGroup(self)
+
+    def cancel_scope(self) -> _Scope:
+        return _Scope(self)
+
+    def move_on_after(self, seconds: float) -> _Scope:
+        return _Scope(self, deadline=self.env.now + seconds)
+
+    def fail_after(self, seconds: float) -> _Scope:
+        return _Scope(self, deadline=self.env.now + seconds, raise_timeout=True)
+
+    def mailbox(self) -> _Mailbox:
+        return _Mailbox(self)
+
+    def future(self) -> _Future:
+        return _Future(self)
+
+    def event(self) -> _Event:
+        return _Event(self)
+
+    def cancelled_exc(self) -> type[BaseException]:
+        return Cancelled

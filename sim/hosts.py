@@ -1,0 +1,277 @@
+"""SimPy models of hypervisor hosts and their power controllers: the ground truth.
+
+`World` holds every host model and knows, at any instant, where each server really
+runs; it counts split brain (one server running on two hosts at once) from that
+truth, not from what the control plane believes.
+
+A host is reachable when powered, not crashed and not cut off from its AZ. Losing
+reachability is noticed by the control plane only through `wait_unreachable`, which
+fires `keepalive_s` after the loss (libvirt keepalive: interval x missed probes),
+unless the host came back in between. A partitioned host keeps running its servers:
+only fencing (power off through `SimPower`) stops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import simpy
+
+from runtime.errors import Conflict, InvalidTransition, NotFound
+from runtime.ports import DomainInfo, DomainSpec, HostCapacity, HostUnreachable, PowerState
+from sim.driver import SimDriver
+
+
+@attrs.frozen
+class HostTiming:
+    """How long things take on a simulated host (seconds of virtual time)."""
+
+    define_s: float = 1.0
+    boot_s: float = 30.0
+    stop_s: float = 5.0
+    undefine_s: float = 1.0
+    keepalive_s: float = 15.0
+    fence_s: float = 10.0
+    rpc_s: float = 0.01
+
+
+@attrs.define
+class _Domain:
+    spec: DomainSpec
+    running: bool = False
+
+
+class World:
+    """All host models of one simulation, and the truth about where servers run."""
+
+    def __init__(self, env: simpy.Environment, timing: HostTiming | None = None) -> None:
+        self.env = env
+        self.timing = timing or HostTiming()
+        self.hosts: dict[str, HostModel] = {}
+        self.running_on: dict[str, set[str]] = {}
+        self.split_brain: set[str] = set()
+        self.on_split_brain: Callable[[str, set[str]], None] | None = None
+
+    def add_host(self, name: str, capacity: HostCapacity) -> HostModel:
+        host = HostModel(self, name, capacity)
+        self.hosts[name] = host
+        return host
+
+    def _running(self, server_id: str, host: str, running: bool) -> None:
+        where = self.running_on.setdefault(server_id, set())
+        if running:
+            where.add(host)
+            if len(where) > 1:
+                self.split_brain.add(server_id)
+                if self.on_split_brain is not None:
+                    self.on_split_brain(server_id, set(where))
+        else:
+            where.discard(host)
+            if not where:
+                del self.running_on[server_id]
+
+    def defined_on(self, server_id: str) -> list[str]:
+        return [h.name for h in self.hosts.values() if server_id in h.domains]
+
+
+class HostModel:
+    def __init__(self, world: World, name: str, capacity: HostCapacity) -> None:
+        self.world = world
+        self.env = world.env
+        self.name = name
+        self.capacity = capacity
+        self.domains: dict[str, _Domain] = {}
+        self.powered = True
+        self.crashed = False
+        self.cut_off = False  # from its AZ's management network
+        self.bmc_cut = False  # from the out-of-band network
+        self.dead = False  # permanent failure: never repaired
+        self._generation = 0
+        self._lost: simpy.Event | None = None
+        self._back: simpy.Event = self.env.event()
+        self._back.succeed()
+
+    @property
+    def reachable(self) -> bool:
+        return self.powered and not self.crashed and not self.cut_off
+
+    # -- what faults and operators do --------------------------------------------
+    def _update(self, change: Callable[[], None]) -> None:
+        was = self.reachable
+        change()
+        now = self.reachable
+        if was and not now:
+            self._generation += 1
+            self._back = self.env.event()
+            self._lost = self.env.event()
+            generation = self._generation
+            lost = self._lost
+            self.env.timeout(self.world.timing.keepalive_s).callbacks.append(
+                lambda _e: generation == self._generation and not lost.triggered and lost.succeed()
+            )
+        elif now and not was:
+            self._generation += 1
+            self._lost = None
+            self._back.succeed()
+
+    def _stop_all(self) -> None:
+        for dom in self.domains.values():
+            if dom.running:
+                dom.running = False
+                self.world._running(dom.spec.server_id, self.name, False)
+
+    def crash(self, permanent: bool = False) -> None:
+        def change() -> None:
+            self.crashed = True
+            self.dead = self.dead or permanent
+            self._stop_all()
+        self._update(change)
+
+    def repair(self) -> None:
+        """An operator repairs the host and powers it on (its servers stay stopped)."""
+        if self.dead:
+            return
+        def change() -> None:
+            self.crashed = False
+            self.powered = True
+        self._update(change)
+
+    def lose_power(self) -> None:
+        def change() -> None:
+            self.powered = False
+            self._stop_all()
+        self._update(change)
+
+    def restore_power(self) -> None:
+        if self.dead:
+            return
+        self._update(lambda: setattr(self, "powered", True))
+
+    def partition(self) -> None:
+        self._update(lambda: setattr(self, "cut_off", True))
+
+    def heal(self) -> None:
+        self._update(lambda: setattr(self, "cut_off", False))
+
+    # -- events the ports wait on --------------------------------------------------
+    def lost_event(self) -> simpy.Event:
+        if self._lost is None:
+            return self.env.event()  # never fires while reachable; a new wait follows a change
+        return self._lost
+
+    def back_event(self) -> simpy.Event:
+        return self._back
+
+
+class SimHypervisor:
+    """`Hypervisor` port on a `HostModel`."""
+
+    def __init__(self, model: HostModel, driver: SimDriver) -> None:
+        self.model = model
+        self.driver = driver
+
+    @property
+    def host(self) -> str:
+        return self.model.name
+
+    async def _call(self, seconds: float) -> None:
+        model = self.model
+        if not model.reachable:
+            await self.driver.sleep(model.world.timing.keepalive_s)
+            raise HostUnreachable(model.name, "no answer to keepalive probes")
+        await self.driver.sleep(seconds)
+        if not model.reachable:
+            raise HostUnreachable(model.name, "connection lost during the call")
+
+    def _domain(self, server_id: str) -> _Domain:
+        dom = self.model.domains.get(server_id)
+        if dom is None:
+            raise NotFound("domain", f"{server_id} on {self.model.name}")
+        return dom
+
+    async def capacity(self) -> HostCapacity:
+        await self._call(self.model.world.timing.rpc_s)
+        return self.model.capacity
+
+    async def define(self, spec: DomainSpec) -> None:
+        await self._call(self.model.world.timing.define_s)
+        if spec.server_id in self.model.domains:
+            raise Conflict(f"domain {spec.server_id} is already defined on {self.model.name}")
+        self.model.domains[spec.server_id] = _Domain(spec)
+
+    async def start(self, server_id: str) -> None:
+        self._domain(server_id)
+        await self._call(self.model.world.timing.boot_s)
+        dom = self._domain(server_id)
+        if dom.running:
+            raise InvalidTransition("domain", server_id, "running", "start", ["stop", "undefine"])
+        dom.running = True
+        self.model.world._running(server_id, self.model.name, True)
+
+    async def stop(self, server_id: str) -> None:
+        await self._call(self.model.world.timing.stop_s)
+        dom = self._domain(server_id)
+        if not dom.running:
+            raise InvalidTransition("domain", server_id, "stopped", "stop", ["start", "resize", "undefine"])
+        dom.running = False
+        self.model.world._running(server_id, self.model.name, False)
+
+    async def undefine(self, server_id: str) -> None:
+        await self._call(self.model.world.timing.undefine_s)
+        dom = self._domain(server_id)
+        if dom.running:
+            self.model.world._running(server_id, self.model.name, False)
+        del self.model.domains[server_id]
+
+    async def resize(self, server_id: str, vcpus: int, ram_mb: int) -> None:
+        await self._call(self.model.world.timing.define_s)
+        dom = self._domain(server_id)
+        if dom.running:
+            raise InvalidTransition("domain", server_id, "running", "resize", ["stop", "undefine"])
+        dom.spec = DomainSpec(server_id, vcpus, ram_mb)
+
+    async def list(self) -> list[DomainInfo]:
+        await self._call(self.model.world.timing.rpc_s)
+        return [DomainInfo(d.spec.server_id, d.spec.vcpus, d.spec.ram_mb, d.running)
+                for d in self.model.domains.values()]
+
+    async def wait_unreachable(self) -> None:
+        await self.driver.wait_simpy(self.model.lost_event())
+
+    async def wait_reachable(self) -> None:
+        await self.driver.wait_simpy(self.model.back_event())
+
+
+class SimPower:
+    """`Power` port: the host's out-of-band controller."""
+
+    def __init__(self, model: HostModel, driver: SimDriver) -> None:
+        self.model = model
+        self.driver = driver
+
+    async def _reach(self) -> None:
+        await self.driver.sleep(self.model.world.timing.rpc_s)
+        if self.model.bmc_cut:
+            raise HostUnreachable(self.model.name, "power controller does not answer")
+
+    async def status(self) -> PowerState:
+        await self._reach()
+        return PowerState.ON if self.model.powered and not self.model.dead else PowerState.OFF
+
+    async def power_off(self) -> None:
+        await self._reach()
+        await self.driver.sleep(self.model.world.timing.fence_s)
+        self.model.lose_power()
+
+    async def power_on(self) -> None:
+        await self._reach()
+        self.model.restore_power()
+
+
+def host_ports(world: World, driver: SimDriver) -> dict[str, tuple[SimHypervisor, SimPower]]:
+    return {name: (SimHypervisor(m, driver), SimPower(m, driver)) for name, m in world.hosts.items()}
+
+
+__all__ = ["HostModel", "HostTiming", "SimHypervisor", "SimPower", "World", "host_ports"]
