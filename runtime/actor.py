@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from runtime.driver import Driver, Future, Mailbox, TaskGroup
-from runtime.errors import ActorCrashed, ActorStopped, AskTimeout, CloudError
+from runtime.errors import ActorCrashed, ActorStopped, AskTimeout, CloudError, Conflict
 from runtime.events import EventLog
 
 DEFAULT_ASK_TIMEOUT = 60.0
@@ -88,7 +88,7 @@ class _Cell:
     """The runtime side of one actor: survives restarts, so refs stay valid."""
 
     __slots__ = ("system", "path", "factory", "policy", "mailbox", "ref", "children",
-                 "stopped", "tg", "instance")
+                 "stopped", "tg", "instance", "reply")
 
     def __init__(self, system: ActorSystem, path: str, factory: Callable[[], Actor], policy: RestartPolicy) -> None:
         self.system = system
@@ -101,17 +101,20 @@ class _Cell:
         self.stopped = False
         self.tg: TaskGroup | None = None
         self.instance: Actor | None = None
+        self.reply: Future[Any] | None = None  # of the message being handled
 
     async def supervise(self) -> None:
         """Run incarnations until stopped; restart on crash; escalate past the limit."""
         crashes: deque[float] = deque()
         driver = self.system.driver
         try:
-            while True:
+            while not self.stopped:  # stop() may come before the first or between incarnations
                 try:
                     await self._incarnation()
                     return
                 except Exception as exc:
+                    if self.stopped:
+                        return  # stopped while the crashed incarnation was torn down
                     now = driver.now()
                     crashes.append(now)
                     while crashes[0] < now - self.policy.within:
@@ -147,17 +150,28 @@ class _Cell:
         receive = instance.receive
         while True:
             msg, reply = await get()
+            self.reply = reply
             try:
                 result = await receive(msg)
+                reply, self.reply = self.reply, None  # None once deferred
             except CloudError as exc:
+                self.reply = None
                 if reply is not None:
                     reply.fail(exc)
                 else:
                     self.system.emit(self.path, "RequestRefused", message=type(msg).__name__, error=str(exc))
                 continue
             except Exception as exc:
+                self.reply = None
                 if reply is not None:
                     reply.fail(ActorCrashed(self.path, f"crashed handling {type(msg).__name__}: {exc!r}"))
+                raise
+            except BaseException:
+                # Cancelled mid-message (stop, restart, parent gone): the asker must not
+                # wait for its deadline. Failing a reply already answered is a no-op.
+                self.reply = None
+                if reply is not None:
+                    reply.fail(ActorStopped(self.path, f"stopped while handling {type(msg).__name__}"))
                 raise
             if reply is not None:
                 reply.set(result)
@@ -172,6 +186,23 @@ def _describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
+
+
+class Reply:
+    """A deferred answer to one `ask` (see `Context.defer`); answering twice is a no-op."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Future[Any] | None) -> None:
+        self._future = future
+
+    def set(self, value: Any) -> None:
+        if self._future is not None:
+            self._future.set(value)
+
+    def fail(self, exc: BaseException) -> None:
+        if self._future is not None:
+            self._future.fail(exc)
 
 
 class Context:
@@ -212,15 +243,19 @@ class Context:
         self._cell.system.emit(self._cell.path, kind, **fields)
 
     def spawn(self, factory: Callable[[], Actor], name: str, policy: RestartPolicy | None = None) -> ActorRef:
-        """Start a child in this actor's task group (or find it again after a restart)."""
+        """Start a child in this actor's task group.
+
+        Children live as long as this incarnation: after a restart, `started()` spawns
+        them afresh (new cells; refs to the old ones answer ActorStopped). A name is
+        taken while its child runs: spawning it again raises Conflict.
+        """
         cell = self._cell
-        child = cell.children.get(name)
-        if child is None or child.stopped:
-            child = _Cell(cell.system, f"{cell.path}/{name}", factory, policy or RestartPolicy())
-            cell.children[name] = child
-        else:
-            child.factory = factory
+        old = cell.children.get(name)
+        if old is not None and not old.stopped:
+            raise Conflict(f"actor {old.path} is already running; stop_child({name!r}) first or pick another name")
         assert cell.tg is not None, "spawn children from started() or receive()"
+        child = _Cell(cell.system, f"{cell.path}/{name}", factory, policy or RestartPolicy())
+        cell.children[name] = child
         cell.tg.start_soon(child.supervise, name=child.path)
         return child.ref
 
@@ -228,6 +263,16 @@ class Context:
         child = self._cell.children.pop(name, None)
         if child is not None:
             child.stop()
+
+    def defer(self) -> Reply:
+        """Take over the reply of the message being handled, to answer it later.
+
+        Use from `receive` before starting the background work that will answer;
+        `receive`'s own return value is then ignored. For a `tell`, the handle is inert.
+        """
+        cell = self._cell
+        reply, cell.reply = cell.reply, None
+        return Reply(reply)
 
     def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run a background task for this incarnation (cancelled on restart or stop)."""
@@ -255,6 +300,9 @@ class ActorSystem:
 
     def spawn(self, factory: Callable[[], Actor], name: str, policy: RestartPolicy | None = None) -> ActorRef:
         assert self._tg is not None, "use `async with system.running():` first"
+        old = self._top.get(name)
+        if old is not None and not old.stopped:
+            raise Conflict(f"actor {name} is already running; pick another name")
         cell = _Cell(self, name, factory, policy or RestartPolicy())
         self._top[name] = cell
         self._tg.start_soon(cell.supervise, name=name)

@@ -11,18 +11,23 @@ Semantics both follow (those of trio/anyio):
 - Cancellation is level-triggered: inside a cancelled scope every blocking call
   raises the driver's cancelled exception; the scope that was cancelled swallows it
   on exit. `Mailbox.get` on a non-empty mailbox returns without blocking, but still
-  raises when its scope is cancelled.
+  raises when its scope is cancelled. `fail_after` raises TimeoutError only when its
+  deadline passed, not after a manual `cancel()`.
 - A task group waits for all its children. The first child failure cancels the
-  group; every failure comes out of the group as one BaseExceptionGroup.
+  group; every failure comes out of the group as one BaseExceptionGroup. A child
+  started in a cancelled group runs until its first blocking call; starting a child
+  in a group that is not active (not entered yet, or exited) raises RuntimeError.
 - `Future.wait(timeout)` raises TimeoutError past the deadline; a future resolved
   before the deadline always wins.
+- A mailbox has one reader at a time: a second task blocking in `get` while another
+  waits there is refused with RuntimeError.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -144,32 +149,68 @@ class _AnyioFuture(Generic[T]):
 
 
 class _AnyioMailbox(Generic[T]):
-    __slots__ = ("_send", "_recv")
+    """A deque and an event: unlike a memory object stream, nothing to close."""
+
+    __slots__ = ("_items", "_ready")
 
     def __init__(self) -> None:
-        self._send, self._recv = anyio.create_memory_object_stream[T](math.inf)
+        self._items: deque[T] = deque()
+        self._ready: anyio.Event | None = None  # set by put() while a reader waits
 
     def put(self, item: T) -> None:
-        self._send.send_nowait(item)
+        self._items.append(item)
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            ready.set()
 
     async def get(self) -> T:
-        return await self._recv.receive()
+        if self._items:
+            # a full checkpoint, as in anyio's streams: raises when cancelled, and yields
+            # so that a busy actor does not starve the event loop
+            await anyio.lowlevel.checkpoint()
+        while not self._items:
+            if self._ready is not None:
+                raise RuntimeError("a mailbox has one reader: another task is already waiting in get()")
+            ready = self._ready = anyio.Event()
+            try:
+                await ready.wait()
+            finally:
+                if self._ready is ready:
+                    self._ready = None
+        return self._items.popleft()
 
     def drain(self) -> list[T]:
-        items = []
-        while self._recv.statistics().current_buffer_used:
-            items.append(self._recv.receive_nowait())
+        items = list(self._items)
+        self._items.clear()
         return items
 
     def __len__(self) -> int:
-        return self._recv.statistics().current_buffer_used
+        return len(self._items)
 
 
 class AnyioDriver:
     """Production driver: real time, anyio primitives (asyncio or trio underneath)."""
 
+    def __init__(self) -> None:
+        self._epoch_offset: float | None = None
+
     def now(self) -> float:
-        return time.time()
+        """Seconds since the Unix epoch, read from the event loop's clock.
+
+        The loop clock (`anyio.current_time()`) is the one timeouts and sleeps use, so
+        `now()` agrees with them, and a virtual clock (trio's `MockClock`) drives it in
+        tests. The offset to the epoch is captured once, at the first call of a run
+        (`run()` resets it), so differences between two readings are exact loop-clock
+        differences. Outside an event loop, this is plain `time.time()`.
+        """
+        try:
+            loop_time = anyio.current_time()
+        except RuntimeError:  # no event loop running in this thread (anyio's NoEventLoopError)
+            return time.time()
+        if self._epoch_offset is None:
+            self._epoch_offset = time.time() - loop_time
+        return self._epoch_offset + loop_time
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -201,5 +242,13 @@ class AnyioDriver:
     def cancelled_exc(self) -> type[BaseException]:
         return anyio.get_cancelled_exc_class()
 
-    def run(self, fn: Callable[..., Awaitable[T]], *args: Any, backend: str = "asyncio") -> T:
-        return anyio.run(fn, *args, backend=backend)
+    def run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        backend: str = "asyncio",
+        backend_options: Mapping[str, Any] | None = None,
+    ) -> T:
+        """`anyio.run`; e.g. `backend="trio", backend_options={"clock": MockClock(...)}`."""
+        self._epoch_offset = None
+        return anyio.run(fn, *args, backend=backend, backend_options=dict(backend_options or {}))

@@ -9,12 +9,18 @@ A blocked task holds a wake token; every wake-up names the token it was issued f
 so a stale wake-up (a timer that lost the race against a reply, say) is a no-op.
 Cancellation follows trio: scopes form a tree, a cancelled scope marks its subtree,
 and every blocking call inside raises `Cancelled` until the cancelled scope exits.
+Blocking calls are cancel points but, unlike anyio's, not schedule points: a call
+that need not wait (a non-empty mailbox, a set event) returns without yielding.
+
+Determinism: every collection that is iterated (scope members, event waiters) keeps
+insertion order, so a cancelled scope wakes its tasks in the order they entered it.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -49,35 +55,42 @@ class _Task:
 
 
 class _Scope:
-    """A cancel scope. `cancelled` is true when this scope or an ancestor is cancelled."""
+    """A cancel scope. `cancelled` is true when this scope or an ancestor is cancelled.
+
+    `children` and `tasks` are dicts used as ordered sets: cancellation walks them.
+    A `fail_after` scope has a `_delay` and starts its clock when entered (as anyio's).
+    """
 
     __slots__ = ("driver", "parent", "children", "tasks", "cancel_called", "cancelled",
-                 "cancelled_caught", "_deadline", "_raise_timeout", "_host", "_active")
+                 "cancelled_caught", "_deadline", "_delay", "_host", "_active")
 
-    def __init__(self, driver: SimDriver, deadline: float | None = None, raise_timeout: bool = False) -> None:
+    def __init__(self, driver: SimDriver, deadline: float | None = None, delay: float | None = None) -> None:
         self.driver = driver
         self.parent: _Scope | None = None
-        self.children: set[_Scope] = set()
-        self.tasks: set[_Task] = set()
+        self.children: dict[_Scope, None] = {}
+        self.tasks: dict[_Task, None] = {}
         self.cancel_called = False
         self.cancelled = False
         self.cancelled_caught = False
         self._deadline = deadline
-        self._raise_timeout = raise_timeout
+        self._delay = delay
         self._host: _Task | None = None
         self._active = False
 
     def _attach(self, task: _Task) -> None:
         parent = task.scope
         self.parent = parent
+        self.cancelled = self.cancel_called
         if parent is not None:
-            parent.children.add(self)
-            parent.tasks.discard(task)
-            self.cancelled = parent.cancelled or self.cancel_called
-        self.tasks.add(task)
+            parent.children[self] = None
+            parent.tasks.pop(task, None)
+            self.cancelled = self.cancelled or parent.cancelled
+        self.tasks[task] = None
         task.scope = self
         self._host = task
         self._active = True
+        if self._delay is not None:
+            self._deadline = self.driver.env.now + self._delay
         if self._deadline is not None:
             delay = self._deadline - self.driver.env.now
             if delay <= 0:
@@ -89,11 +102,11 @@ class _Scope:
         task = self._host
         assert task is not None and task.scope is self, "cancel scopes must nest"
         self._active = False
-        self.tasks.discard(task)
+        self.tasks.pop(task, None)
         task.scope = self.parent
         if self.parent is not None:
-            self.parent.children.discard(self)
-            self.parent.tasks.add(task)
+            self.parent.children.pop(self, None)
+            self.parent.tasks[task] = None
 
     def _on_deadline(self, _event: object) -> None:
         if self._active:
@@ -126,8 +139,9 @@ class _Scope:
         self._detach()
         if self.cancel_called and exc is not None and _only_cancelled(exc):
             self.cancelled_caught = True
-            if self._raise_timeout:
-                raise TimeoutError(f"deadline {self._deadline} passed") from None
+            # Like anyio's fail_after: a manual cancel() is not a timeout.
+            if self._delay is not None and self._deadline is not None and self.driver.env.now >= self._deadline:
+                raise TimeoutError(f"deadline t={self._deadline} passed") from None
             return True
         return False
 
@@ -155,18 +169,20 @@ class _TaskGroup:
         return self
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None) -> None:
+        """Start `fn(*args)` as a child; in a cancelled group it runs to its first blocking call."""
+        scope = self.cancel_scope
+        if not scope._active:
+            raise RuntimeError("This task group is not active; no new tasks can be started.")
         coro = fn(*args)
-        task = _Task(self.driver, coro, str(name or getattr(fn, "__qualname__", "task")), self.cancel_scope)  # type: ignore[arg-type]
+        task = _Task(self.driver, coro, str(name or getattr(fn, "__qualname__", "task")), scope)  # type: ignore[arg-type]
         task.group = self
         self.children.add(task)
-        self.cancel_scope.tasks.add(task)
-        if self.cancel_scope.cancelled:
-            task.exc = Cancelled()
+        scope.tasks[task] = None
         self.driver._ready.append(task)
 
     def _child_done(self, task: _Task, exc: BaseException | None) -> None:
         self.children.discard(task)
-        self.cancel_scope.tasks.discard(task)
+        self.cancel_scope.tasks.pop(task, None)
         if exc is not None and not isinstance(exc, Cancelled):
             self.errors.append(exc)
             self.cancel_scope.cancel()
@@ -202,7 +218,10 @@ class _TaskGroup:
 
 
 class _Future:
-    __slots__ = ("driver", "_done", "_value", "_exc", "_task", "_token", "_deadline")
+    """One result. The first waiter is the fast path (`_task`, a deadline-heap entry);
+    further concurrent waiters, which asks never have, are parked in `_others`."""
+
+    __slots__ = ("driver", "_done", "_value", "_exc", "_task", "_token", "_deadline", "_others")
 
     def __init__(self, driver: SimDriver) -> None:
         self.driver = driver
@@ -212,6 +231,7 @@ class _Future:
         self._task: _Task | None = None
         self._token = 0
         self._deadline: list[Any] | None = None
+        self._others: list[tuple[_Task, int]] | None = None
 
     def set(self, value: Any) -> None:
         if not self._done:
@@ -231,6 +251,10 @@ class _Future:
         if self._deadline is not None:
             self.driver._drop_deadline(self._deadline)
             self._deadline = None
+        if self._others is not None:
+            others, self._others = self._others, None
+            for task, token in others:
+                self.driver._wake(task, token)
 
     def done(self) -> bool:
         return self._done
@@ -240,12 +264,14 @@ class _Future:
             self.driver._wake(self._task, token, exc=TimeoutError("no result in time"))
 
     async def wait(self, timeout: float | None = None) -> Any:
+        task = self.driver.current
+        scope = task.scope  # type: ignore[union-attr]
+        if scope is not None and scope.cancelled:
+            raise Cancelled()
         if not self._done:
+            if self._task is not None:
+                return await self._wait_another(task, timeout)  # type: ignore[arg-type]
             driver = self.driver
-            task = driver.current
-            scope = task.scope  # type: ignore[union-attr]
-            if scope is not None and scope.cancelled:
-                raise Cancelled()
             self._task = task
             task.token = self._token = token = next(driver._tokens)  # type: ignore[union-attr]
             if timeout is not None:
@@ -261,8 +287,30 @@ class _Future:
             raise self._exc
         return self._value
 
+    async def _wait_another(self, task: _Task, timeout: float | None) -> Any:
+        if timeout is None:
+            await self._park(task)
+        else:
+            with self.driver.move_on_after(timeout):
+                await self._park(task)
+            if not self._done:
+                raise TimeoutError("no result in time")
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+    async def _park(self, task: _Task) -> None:
+        if task.scope is not None and task.scope.cancelled:
+            raise Cancelled()
+        if self._others is None:
+            self._others = []
+        self._others.append((task, self.driver._block(task)))
+        await _suspend()
+
 
 class _Mailbox:
+    """FIFO queue with one reader at a time (an actor's loop); a second blocked reader is refused."""
+
     __slots__ = ("driver", "_items", "_task", "_token")
 
     def __init__(self, driver: SimDriver) -> None:
@@ -294,6 +342,8 @@ class _Mailbox:
         if scope is not None and scope.cancelled:
             raise Cancelled()
         while not self._items:
+            if self._task is not None:
+                raise RuntimeError("a mailbox has one reader: another task is already waiting in get()")
             self._task = task
             task.token = self._token = next(self.driver._tokens)  # type: ignore[union-attr]
             try:
@@ -327,12 +377,24 @@ class _Event:
         if task.scope is not None and task.scope.cancelled:
             raise Cancelled()
         if not self._set:
-            self._waiters.append((task, self.driver._block(task)))
-            await _suspend()
+            waiter = (task, self.driver._block(task))
+            self._waiters.append(waiter)
+            try:
+                await _suspend()
+            except BaseException:
+                if not self._set:
+                    self._waiters.remove(waiter)  # cancelled: do not keep a stale waiter
+                raise
 
 
 class Deadlock(RuntimeError):
-    """Every task is blocked and no timed event is left: nothing can ever happen."""
+    """Every task is blocked and no timed event is left: nothing can ever happen.
+
+    Raised by `SimDriver.run` after cancelling the blocked tasks (so they unwind and
+    release what they hold); the message names them. Timers that no longer wake
+    anyone (a cancelled sleep) still advance the clock, so the time in the message
+    can be later than the moment the last task blocked.
+    """
 
 
 class SimDriver:
@@ -370,7 +432,7 @@ class SimDriver:
         while deadlines and deadlines[0][2] is None:
             heapq.heappop(deadlines)
             self._dead_deadlines -= 1
-        return deadlines[0][0] if deadlines else float("inf")
+        return deadlines[0][0] if deadlines else math.inf
 
     def _fire_deadline(self) -> None:
         when, token, fut = heapq.heappop(self._deadlines)
@@ -409,21 +471,30 @@ class SimDriver:
         self.current = None
 
     def run(self, fn: Callable[..., Awaitable[T]], *args: Any, until: float | None = None) -> T:
-        """Run `fn(*args)` to completion (or until virtual time `until`, then cancel it)."""
+        """Run `fn(*args)` in virtual time and return what it returned.
+
+        With `until`, the clock runs to exactly `until` (SimPy models go on after `fn`
+        returned) and `fn` is cancelled if still running then (the result is None).
+        Raises what `fn` raised, or `Deadlock` when every task waits for something
+        that cannot happen.
+        """
         outcome: list[Any] = []
+        groups: list[_TaskGroup] = []
+
+        async def stop_at(scope: _Scope) -> None:
+            assert until is not None
+            await self.sleep(until - self.env.now)
+            scope.cancel()
 
         async def root() -> None:
             async with self.task_group() as tg:
-                async def main() -> None:
-                    outcome.append(await fn(*args))
-                tg.start_soon(main)
+                groups.append(tg)
                 if until is not None:
-                    await self.sleep(until - self.env.now)
-                    tg.cancel_scope.cancel()
+                    tg.start_soon(stop_at, tg.cancel_scope)
+                outcome.append(await fn(*args))
 
         top = _Task(self, root(), "root", None)
         errors: list[BaseException] = []
-        top.group = None
         self._ready.append(top)
         done = []
 
@@ -441,11 +512,11 @@ class SimDriver:
                 if done:
                     break
                 t_model = env.peek()
-                t_deadline = self._next_deadline() if self._deadlines else float("inf")
+                t_deadline = self._next_deadline() if self._deadlines else math.inf
                 if t_deadline < t_model:
                     self._fire_deadline()
-                elif t_model == float("inf"):
-                    raise Deadlock(f"all tasks blocked at t={env.now} and nothing is scheduled")
+                elif t_model == math.inf:
+                    raise self._deadlock(groups[0].cancel_scope)
                 else:
                     env.step()
         finally:
@@ -456,6 +527,21 @@ class SimDriver:
                 raise exc.exceptions[0]
             raise exc
         return outcome[0] if outcome else None  # type: ignore[no-any-return]
+
+    def _deadlock(self, root: _Scope) -> Deadlock:
+        """Describe the blocked tasks, then cancel them all so that they unwind."""
+        blocked: list[str] = []
+
+        def walk(scope: _Scope) -> None:
+            blocked.extend(task.name for task in scope.tasks if task.token)
+            for child in scope.children:
+                walk(child)
+
+        walk(root)
+        root.cancel()
+        self._run_ready()
+        shown = ", ".join(blocked[:10]) + (f" and {len(blocked) - 10} more" if len(blocked) > 10 else "")
+        return Deadlock(f"all tasks blocked at t={self.env.now} and nothing is scheduled; blocked: {shown}")
 
     # -- the Driver protocol -----------------------------------------------------
     def now(self) -> float:
@@ -505,7 +591,7 @@ class SimDriver:
         return _Scope(self, deadline=self.env.now + seconds)
 
     def fail_after(self, seconds: float) -> _Scope:
-        return _Scope(self, deadline=self.env.now + seconds, raise_timeout=True)
+        return _Scope(self, delay=seconds)
 
     def mailbox(self) -> _Mailbox:
         return _Mailbox(self)

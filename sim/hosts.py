@@ -52,6 +52,7 @@ class World:
         self.hosts: dict[str, HostModel] = {}
         self.running_on: dict[str, set[str]] = {}
         self.split_brain: set[str] = set()
+        self.stopped_at: dict[str, float] = {}  # server id -> when it last stopped running anywhere
         self.on_split_brain: Callable[[str, set[str]], None] | None = None
 
     def add_host(self, name: str, capacity: HostCapacity) -> HostModel:
@@ -71,12 +72,15 @@ class World:
             where.discard(host)
             if not where:
                 del self.running_on[server_id]
+                self.stopped_at[server_id] = self.env.now
 
     def defined_on(self, server_id: str) -> list[str]:
         return [h.name for h in self.hosts.values() if server_id in h.domains]
 
 
 class HostModel:
+    """One physical host. Faults nest: a host crashed twice is repaired by the second repair."""
+
     def __init__(self, world: World, name: str, capacity: HostCapacity) -> None:
         self.world = world
         self.env = world.env
@@ -84,37 +88,48 @@ class HostModel:
         self.capacity = capacity
         self.domains: dict[str, _Domain] = {}
         self.powered = True
-        self.crashed = False
-        self.cut_off = False  # from its AZ's management network
-        self.bmc_cut = False  # from the out-of-band network
+        self.crashes = 0
+        self.outages = 0  # power lost from the outside (PDU, AZ outage)
+        self.partitions = 0  # cut off from its AZ's management network
+        self.bmc_cut = False  # cut off from the out-of-band network
         self.dead = False  # permanent failure: never repaired
+        self.unreachable_since: float | None = None
         self._generation = 0
-        self._lost: simpy.Event | None = None
+        self._lost: simpy.Event = self.env.event()
         self._back: simpy.Event = self.env.event()
         self._back.succeed()
 
     @property
     def reachable(self) -> bool:
-        return self.powered and not self.crashed and not self.cut_off
+        return self.powered and not self.outages and not self.crashes and not self.partitions and not self.dead
 
-    # -- what faults and operators do --------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Powered and working (its servers can run), whether or not the AZ can reach it."""
+        return self.powered and not self.outages and not self.crashes and not self.dead
+
     def _update(self, change: Callable[[], None]) -> None:
         was = self.reachable
         change()
+        if not self.running:
+            self._stop_all()
         now = self.reachable
         if was and not now:
+            self.unreachable_since = self.env.now
             self._generation += 1
+            generation, lost = self._generation, self._lost
             self._back = self.env.event()
-            self._lost = self.env.event()
-            generation = self._generation
-            lost = self._lost
             self.env.timeout(self.world.timing.keepalive_s).callbacks.append(
-                lambda _e: generation == self._generation and not lost.triggered and lost.succeed()
-            )
+                lambda _e: self._fire_lost(generation, lost))
         elif now and not was:
             self._generation += 1
-            self._lost = None
+            if self._lost.triggered:
+                self._lost = self.env.event()
             self._back.succeed()
+
+    def _fire_lost(self, generation: int, lost: simpy.Event) -> None:
+        if generation == self._generation and not lost.triggered:
+            lost.succeed()
 
     def _stop_all(self) -> None:
         for dom in self.domains.values():
@@ -122,46 +137,53 @@ class HostModel:
                 dom.running = False
                 self.world._running(dom.spec.server_id, self.name, False)
 
+    # -- what faults and operators do ----------------------------------------------
     def crash(self, permanent: bool = False) -> None:
         def change() -> None:
-            self.crashed = True
+            self.crashes += 1
             self.dead = self.dead or permanent
-            self._stop_all()
         self._update(change)
 
     def repair(self) -> None:
-        """An operator repairs the host and powers it on (its servers stay stopped)."""
-        if self.dead:
-            return
+        """The crash is repaired and the host boots again (its servers stay stopped)."""
         def change() -> None:
-            self.crashed = False
-            self.powered = True
+            self.crashes = max(0, self.crashes - 1)
+            if not self.crashes:
+                self.powered = True
         self._update(change)
 
     def lose_power(self) -> None:
-        def change() -> None:
-            self.powered = False
-            self._stop_all()
-        self._update(change)
+        self._update(lambda: setattr(self, "outages", self.outages + 1))
 
     def restore_power(self) -> None:
-        if self.dead:
-            return
-        self._update(lambda: setattr(self, "powered", True))
+        def change() -> None:
+            self.outages = max(0, self.outages - 1)
+            if not self.outages:
+                self.powered = True
+        self._update(change)
 
     def partition(self) -> None:
-        self._update(lambda: setattr(self, "cut_off", True))
+        self._update(lambda: setattr(self, "partitions", self.partitions + 1))
 
     def heal(self) -> None:
-        self._update(lambda: setattr(self, "cut_off", False))
+        """The network is repaired; a host fenced meanwhile is powered on again by the operator."""
+        def change() -> None:
+            self.partitions = max(0, self.partitions - 1)
+            if not self.partitions:
+                self.powered = True
+        self._update(change)
+
+    def switch(self, on: bool) -> None:
+        """The power controller switches the host on or off (fencing)."""
+        self._update(lambda: setattr(self, "powered", on))
 
     # -- events the ports wait on --------------------------------------------------
     def lost_event(self) -> simpy.Event:
-        if self._lost is None:
-            return self.env.event()  # never fires while reachable; a new wait follows a change
+        """Fires `keepalive_s` after the host becomes unreachable (if it stays so)."""
         return self._lost
 
     def back_event(self) -> simpy.Event:
+        """Already triggered while reachable; fires when it becomes reachable again."""
         return self._back
 
 
@@ -258,16 +280,16 @@ class SimPower:
 
     async def status(self) -> PowerState:
         await self._reach()
-        return PowerState.ON if self.model.powered and not self.model.dead else PowerState.OFF
+        return PowerState.ON if self.model.running else PowerState.OFF
 
     async def power_off(self) -> None:
         await self._reach()
         await self.driver.sleep(self.model.world.timing.fence_s)
-        self.model.lose_power()
+        self.model.switch(False)
 
     async def power_on(self) -> None:
         await self._reach()
-        self.model.restore_power()
+        self.model.switch(True)
 
 
 def host_ports(world: World, driver: SimDriver) -> dict[str, tuple[SimHypervisor, SimPower]]:

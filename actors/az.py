@@ -1,0 +1,460 @@
+"""The availability-zone actor: placement, server lifecycle, failure detection, recovery.
+
+It owns every server placed in the AZ (state machine in `actors.servers`), the
+scheduler's view of its hosts, and one host agent per host.
+
+Failure handling (SPEC ECS-4, REFERENCE "ECS auto-recovery"):
+1. A host that stops answering its keepalive probes is SUSPECT: it takes no new
+   servers.
+2. It is FENCED through its power controller (power off, then status confirms OFF)
+   before anything else happens; while the controller cannot confirm, nothing is
+   rebuilt. So a server never runs on two hosts, even when the host was only cut off.
+3. Each auto-recovery server of a fenced host (no local disk, not recovered in the
+   last 12 h) is rebuilt on a healthy host of this AZ, `concurrency` at a time. With
+   no capacity it waits, in order, and is retried whenever capacity comes back.
+   Other servers stay DOWN on their host and restart when it returns.
+4. A host that returns is reconciled: its stale copies of servers now running
+   elsewhere are destroyed, the servers still bound to it are started.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from actors.flavors import Flavor
+from actors.host import BuildServer, DestroyServer, HostAgent, ListDomains, RebootServer, StartServer, StopServer
+from actors.host import ResizeServer as ResizeDomain
+from actors.scheduler import GroupPolicy, PlacementRequest, Scheduler
+from actors.servers import Action, ServerState, transition
+from actors.topology import DEFAULTS, HostSpec
+from runtime.actor import Actor, ActorRef, Reply
+from runtime.errors import CloudError, Conflict, InvalidRequest, NoCapacity, NotFound
+from runtime.ports import DomainSpec, Hypervisor, Power, PowerState
+
+HOST_OP_TIMEOUT = 600.0
+
+
+@attrs.frozen
+class RecoverySettings:
+    concurrency: int = DEFAULTS["recovery"]["concurrency"]
+    min_interval_s: float = DEFAULTS["recovery"]["min_interval_h"] * 3600.0
+    fence_retry_s: float = DEFAULTS["recovery"]["fence_retry_s"]
+    build_retry_s: float = DEFAULTS["recovery"]["build_retry_s"]
+    fencing: bool = DEFAULTS["recovery"]["fencing"]
+
+
+# -- messages ----------------------------------------------------------------------
+@attrs.frozen
+class PlaceServer:
+    server_id: str
+    tenant: str
+    flavor: Flavor
+    auto_recovery: bool
+    group: str | None
+    policy: GroupPolicy | None
+    dedicated: bool
+
+
+@attrs.frozen
+class DeleteServer:
+    server_id: str
+
+
+@attrs.frozen
+class ServerCommand:
+    server_id: str
+    action: str  # start | stop | reboot
+
+
+@attrs.frozen
+class ResizeServer:
+    server_id: str
+    flavor: Flavor
+
+
+@attrs.frozen
+class Snapshot:
+    """Ask for the AZ's view of its servers and hosts (for reports and invariants)."""
+
+
+@attrs.frozen
+class ServerView:
+    id: str
+    tenant: str
+    state: str
+    host: str | None
+    auto_recovery: bool
+    group: str | None
+    dedicated: bool
+    waiting_capacity: bool
+    recovery_pending: bool
+
+
+@attrs.frozen
+class AZSnapshot:
+    az: str
+    servers: tuple[ServerView, ...]
+    hosts_down: tuple[str, ...]
+
+
+class HostState(enum.Enum):
+    UP = "up"
+    SUSPECT = "suspect"
+    DOWN = "down"  # fenced; its servers were handed to recovery
+    RETURNING = "returning"
+
+
+@attrs.define
+class ServerRecord:
+    id: str
+    tenant: str
+    flavor: Flavor
+    auto_recovery: bool
+    group: str | None
+    policy: GroupPolicy | None
+    dedicated: bool
+    state: ServerState = ServerState.BUILDING
+    host: str | None = None
+    busy: bool = False
+    last_recovered: float | None = None
+
+    def request(self) -> PlacementRequest:
+        return PlacementRequest(self.id, self.tenant, self.flavor.vcpus, self.flavor.ram_mb,
+                                self.group, self.policy, self.dedicated)
+
+    def spec(self) -> DomainSpec:
+        return DomainSpec(self.id, self.flavor.vcpus, self.flavor.ram_mb)
+
+
+_COMMANDS = {"start": (Action.START, StartServer), "stop": (Action.STOP, StopServer),
+             "reboot": (Action.REBOOT, RebootServer)}
+
+
+class AvailabilityZone(Actor):
+    def __init__(self, name: str, hosts: list[HostSpec], ports: Mapping[str, tuple[Hypervisor, Power]],
+                 settings: RecoverySettings | None = None) -> None:
+        self.name = name
+        self.host_specs = hosts
+        self.ports = ports
+        self.settings = settings or RecoverySettings()
+        self.scheduler = Scheduler(name)
+        self.agents: dict[str, ActorRef] = {}
+        self.host_state: dict[str, HostState] = {}
+        self.servers: dict[str, ServerRecord] = {}
+        self.waiting: dict[str, float] = {}  # server id -> since; insertion order is retry order
+        self.pending: dict[str, None] = {}  # queued for a recovery attempt, in order
+        self.recovering = 0  # attempts running now (at most settings.concurrency)
+
+    async def started(self) -> None:
+        for spec in self.host_specs:
+            self.scheduler.add_host(spec.name, spec.vcpus, spec.ram_mb, spec.dedicated_to)
+            self.host_state[spec.name] = HostState.UP
+            hv = self.ports[spec.name][0]
+            self.agents[spec.name] = self.ctx.spawn(lambda hv=hv: HostAgent(hv), spec.name)
+            self.ctx.start_soon(self._watch, spec.name)
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case PlaceServer():
+                return self._place(msg)
+            case ServerCommand(sid, action):
+                return self._command(sid, action)
+            case ResizeServer(sid, flavor):
+                return self._resize(sid, flavor)
+            case DeleteServer(sid):
+                return self._delete(sid)
+            case Snapshot():
+                return self._snapshot()
+        return await super().receive(msg)
+
+    # -- tenant requests -------------------------------------------------------------
+    def _record(self, sid: str) -> ServerRecord:
+        rec = self.servers.get(sid)
+        if rec is None:
+            raise NotFound("server", sid)
+        if rec.busy:
+            raise Conflict(f"server {sid} is {rec.state.value} with an operation in progress; retry later")
+        return rec
+
+    def _background(self, reply: Reply, rec: ServerRecord, work: Any) -> None:
+        rec.busy = True
+
+        async def run() -> None:
+            try:
+                result = await work()
+            except CloudError as exc:
+                reply.fail(exc)
+            else:
+                reply.set(result)
+            finally:
+                rec.busy = False
+        self.ctx.start_soon(run)
+
+    def _place(self, msg: PlaceServer) -> None:
+        if msg.server_id in self.servers:
+            raise Conflict(f"server {msg.server_id} already exists")
+        rec = ServerRecord(msg.server_id, msg.tenant, msg.flavor, msg.auto_recovery, msg.group, msg.policy,
+                           msg.dedicated)
+        host = self.scheduler.place(rec.request())
+        rec.host = host
+        self.servers[rec.id] = rec
+        self.ctx.emit("ServerBuilding", server=rec.id, tenant=rec.tenant, host=host, flavor=rec.flavor.name)
+
+        async def build() -> str:
+            try:
+                await self.agents[host].ask(BuildServer(rec.spec()), timeout=HOST_OP_TIMEOUT)
+            except CloudError as exc:
+                self.scheduler.release(rec.id)
+                del self.servers[rec.id]
+                self.ctx.emit("ServerBuildFailed", server=rec.id, tenant=rec.tenant, host=host, error=str(exc))
+                self._retry_waiting()
+                raise
+            rec.state = transition(rec.id, rec.state, Action.BUILT)
+            self.ctx.emit("ServerCreated", server=rec.id, tenant=rec.tenant, host=host, flavor=rec.flavor.name,
+                          auto_recovery=rec.auto_recovery)
+            return host
+        self._background(self.ctx.defer(), rec, build)
+
+    def _command(self, sid: str, action: str) -> None:
+        if action not in _COMMANDS:
+            raise InvalidRequest(f"unknown server action {action!r}; valid: {', '.join(_COMMANDS)}")
+        rec = self._record(sid)
+        act, message = _COMMANDS[action]
+        new_state = transition(sid, rec.state, act)
+        host = rec.host
+        assert host is not None
+
+        async def run() -> None:
+            await self.agents[host].ask(message(sid), timeout=HOST_OP_TIMEOUT)
+            rec.state = new_state
+            self.ctx.emit("ServerStateChanged", server=sid, tenant=rec.tenant, state=new_state.value)
+        self._background(self.ctx.defer(), rec, run)
+
+    def _resize(self, sid: str, flavor: Flavor) -> None:
+        rec = self._record(sid)
+        new_state = transition(sid, rec.state, Action.RESIZE)
+        host = rec.host
+        assert host is not None
+        old = rec.flavor
+        free_vcpus, free_ram = self.scheduler.free(host)
+        if flavor.vcpus - old.vcpus > free_vcpus or flavor.ram_mb - old.ram_mb > free_ram:
+            raise NoCapacity(host, f"{flavor.name} in place of {old.name} (resize happens on the same host)")
+        self.scheduler.release(sid)
+        rec.flavor = flavor
+        self.scheduler.claim(host, rec.request())
+        was_running = rec.state is ServerState.ACTIVE
+
+        async def run() -> None:
+            try:
+                await self.agents[host].ask(ResizeDomain(sid, flavor.vcpus, flavor.ram_mb, was_running),
+                                            timeout=HOST_OP_TIMEOUT)
+            except CloudError:
+                self.scheduler.release(sid)
+                rec.flavor = old
+                self.scheduler.claim(host, rec.request())
+                raise
+            rec.state = transition(sid, new_state, Action.DONE) if new_state is ServerState.RESIZING else new_state
+            self.ctx.emit("ServerResized", server=sid, tenant=rec.tenant, flavor=flavor.name)
+        self._background(self.ctx.defer(), rec, run)
+
+    def _delete(self, sid: str) -> None:
+        rec = self._record(sid)
+        transition(sid, rec.state, Action.DELETE)
+        host = rec.host
+
+        async def run() -> None:
+            if host is not None and self.host_state[host] is HostState.UP:
+                try:
+                    await self.agents[host].ask(DestroyServer(sid), timeout=HOST_OP_TIMEOUT)
+                except NotFound:
+                    pass
+            # a host that is down keeps a stale copy, destroyed when it returns
+            self.scheduler.release(sid)
+            rec.state = ServerState.DELETED
+            del self.servers[sid]
+            self.waiting.pop(sid, None)
+            self.ctx.emit("ServerDeleted", server=sid, tenant=rec.tenant)
+            self._retry_waiting()
+        self._background(self.ctx.defer(), rec, run)
+
+    def _snapshot(self) -> AZSnapshot:
+        views = tuple(ServerView(r.id, r.tenant, r.state.value, r.host, r.auto_recovery, r.group, r.dedicated,
+                                 r.id in self.waiting, r.id in self.pending) for r in self.servers.values())
+        down = tuple(h for h, s in self.host_state.items() if s is not HostState.UP)
+        return AZSnapshot(self.name, views, down)
+
+    # -- failure detection and fencing -------------------------------------------------
+    async def _watch(self, host: str) -> None:
+        hv = self.ports[host][0]
+        while True:
+            await hv.wait_unreachable()
+            self._suspect(host)
+            await hv.wait_reachable()
+            self._returned(host)
+
+    def _suspect(self, host: str) -> None:
+        if self.host_state[host] not in (HostState.UP, HostState.RETURNING):
+            return
+        self.host_state[host] = HostState.SUSPECT
+        self.scheduler.set_enabled(host, False)
+        self.ctx.emit("HostSuspected", host=host)
+        self.ctx.start_soon(self._fence, host)
+
+    async def _fence(self, host: str) -> None:
+        power = self.ports[host][1]
+        while self.host_state[host] is HostState.SUSPECT:
+            if not self.settings.fencing:
+                self._host_down(host)
+                return
+            try:
+                if await power.status() is PowerState.ON:
+                    await power.power_off()
+                if await power.status() is PowerState.OFF and self.host_state[host] is HostState.SUSPECT:
+                    self.ctx.emit("HostFenced", host=host)
+                    self._host_down(host)
+                    return
+            except CloudError as exc:
+                self.ctx.emit("FenceFailed", host=host, error=str(exc))
+            await self.ctx.sleep(self.settings.fence_retry_s)
+
+    def _host_down(self, host: str) -> None:
+        self.host_state[host] = HostState.DOWN
+        now = self.ctx.now()
+        for sid in self.scheduler.servers_on(host):
+            rec = self.servers[sid]
+            if rec.state is ServerState.DOWN and not rec.busy and sid not in self.waiting:
+                if not self._not_recoverable(rec, now):  # was being restarted here when lost again
+                    self._enqueue(sid)
+                continue
+            if rec.state not in (ServerState.ACTIVE, ServerState.REBOOTING, ServerState.RESIZING):
+                continue
+            rec.state = transition(sid, rec.state, Action.HOST_FAILED)
+            reason = self._not_recoverable(rec, now)
+            if reason:
+                self.ctx.emit("ServerDown", server=sid, tenant=rec.tenant, host=host, reason=reason)
+            else:
+                self.ctx.emit("RecoveryQueued", server=sid, tenant=rec.tenant, host=host)
+                self._enqueue(sid)
+
+    def _not_recoverable(self, rec: ServerRecord, now: float) -> str:
+        if not rec.auto_recovery:
+            return "auto-recovery disabled"
+        if rec.flavor.has_local_disk:
+            return "flavor has a local disk"
+        if rec.last_recovered is not None and now - rec.last_recovered < self.settings.min_interval_s:
+            return f"recovered less than {self.settings.min_interval_s / 3600:g} h ago"
+        return ""
+
+    # -- recovery -----------------------------------------------------------------------
+    def _enqueue(self, sid: str) -> None:
+        self.pending[sid] = None
+        while self.pending and self.recovering < self.settings.concurrency:
+            next_sid = next(iter(self.pending))
+            del self.pending[next_sid]
+            self.recovering += 1
+            self.ctx.start_soon(self._attempt, next_sid)
+
+    async def _attempt(self, sid: str) -> None:
+        try:
+            await self._recover(sid)
+        finally:
+            self.recovering -= 1
+            if self.pending:
+                self._enqueue(next(iter(self.pending)))
+
+    async def _recover(self, sid: str) -> None:
+        rec = self.servers.get(sid)
+        if rec is None or rec.state is not ServerState.DOWN or rec.busy:
+            return
+        old = rec.host
+        assert old is not None
+        if self.host_state[old] is HostState.UP:
+            return  # its host came back first and restarted it
+        self.scheduler.release(sid)
+        try:
+            new = self.scheduler.place(rec.request(), exclude=(old,))
+        except NoCapacity as exc:
+            self.scheduler.claim(old, rec.request())
+            if sid not in self.waiting:
+                self.waiting[sid] = self.ctx.now()
+                self.ctx.emit("RecoveryWaiting", server=sid, tenant=rec.tenant, reason=str(exc))
+            return
+        self.waiting.pop(sid, None)
+        rec.state = transition(sid, rec.state, Action.RECOVER)
+        rec.host, rec.busy = new, True
+        try:
+            await self.agents[new].ask(BuildServer(rec.spec()), timeout=HOST_OP_TIMEOUT)
+        except CloudError as exc:
+            self.scheduler.release(sid)
+            self.scheduler.claim(old, rec.request())
+            rec.host, rec.state = old, ServerState.DOWN
+            self.ctx.emit("RecoveryFailed", server=sid, tenant=rec.tenant, host=new, error=str(exc))
+            self.ctx.start_soon(self._requeue_later, sid)
+            return
+        finally:
+            rec.busy = False
+        rec.state = transition(sid, rec.state, Action.RECOVERED)
+        rec.last_recovered = self.ctx.now()
+        self.ctx.emit("ServerRecovered", server=sid, tenant=rec.tenant, from_host=old, to_host=new)
+
+    async def _requeue_later(self, sid: str) -> None:
+        await self.ctx.sleep(self.settings.build_retry_s)
+        self._enqueue(sid)
+
+    def _retry_waiting(self) -> None:
+        for sid in self.waiting:
+            self._enqueue(sid)
+
+    # -- hosts coming back ----------------------------------------------------------------
+    def _returned(self, host: str) -> None:
+        state = self.host_state[host]
+        if state is HostState.SUSPECT:  # back before it could be fenced: nothing moved
+            self.host_state[host] = HostState.UP
+            self.scheduler.set_enabled(host, True)
+            self.ctx.emit("HostReturned", host=host, fenced=False)
+        elif state is HostState.DOWN:
+            self.host_state[host] = HostState.RETURNING
+            self.ctx.start_soon(self._reconcile, host)
+
+    async def _reconcile(self, host: str) -> None:
+        """Destroy stale copies, restart what is still bound here; retry until done or lost again."""
+        while self.host_state[host] is HostState.RETURNING:
+            try:
+                await self._reconcile_once(host)
+            except CloudError as exc:
+                self.ctx.emit("HostReconcileFailed", host=host, error=str(exc))
+                await self.ctx.sleep(self.settings.build_retry_s)
+                continue
+            if self.host_state[host] is not HostState.RETURNING:
+                return
+            now = self.ctx.now()
+            for sid in self.scheduler.servers_on(host):
+                rec = self.servers[sid]
+                if rec.state is ServerState.DOWN and not rec.busy and not self._not_recoverable(rec, now):
+                    self._enqueue(sid)  # its copy on this host is gone: rebuild it
+            self.host_state[host] = HostState.UP
+            self.scheduler.set_enabled(host, True)
+            self.ctx.emit("HostReturned", host=host, fenced=True)
+            self._retry_waiting()
+
+    async def _reconcile_once(self, host: str) -> None:
+        agent = self.agents[host]
+        for dom in await agent.ask(ListDomains(), timeout=HOST_OP_TIMEOUT):
+            rec = self.servers.get(dom.server_id)
+            if rec is None or rec.host != host:
+                await agent.ask(DestroyServer(dom.server_id), timeout=HOST_OP_TIMEOUT)
+                self.ctx.emit("StaleDomainRemoved", host=host, server=dom.server_id)
+            elif rec.state is ServerState.DOWN and not rec.busy:
+                rec.busy = True  # no recovery attempt may start it elsewhere meanwhile
+                self.waiting.pop(rec.id, None)
+                self.pending.pop(rec.id, None)
+                try:
+                    await agent.ask(StartServer(rec.id), timeout=HOST_OP_TIMEOUT)
+                finally:
+                    rec.busy = False
+                rec.state = transition(rec.id, rec.state, Action.HOST_RETURNED)
+                self.ctx.emit("ServerRestarted", server=rec.id, tenant=rec.tenant, host=host)

@@ -1,0 +1,116 @@
+"""The host agent: one actor per hypervisor host, the only code that calls its port.
+
+It runs hypervisor operations concurrently (each request replies when its operation
+ends) and holds no business rules: the AZ decides what runs where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from runtime.actor import Actor
+from runtime.errors import ActorCrashed, CloudError, Conflict
+from runtime.ports import DomainSpec, Hypervisor
+
+
+@attrs.frozen
+class BuildServer:
+    """Define and start a server; a stale definition of the same id is replaced."""
+
+    spec: DomainSpec
+
+
+@attrs.frozen
+class StartServer:
+    server_id: str
+
+
+@attrs.frozen
+class StopServer:
+    server_id: str
+
+
+@attrs.frozen
+class RebootServer:
+    server_id: str
+
+
+@attrs.frozen
+class ResizeServer:
+    server_id: str
+    vcpus: int
+    ram_mb: int
+    running: bool
+
+
+@attrs.frozen
+class DestroyServer:
+    server_id: str
+
+
+@attrs.frozen
+class ListDomains:
+    pass
+
+
+class HostAgent(Actor):
+    def __init__(self, hypervisor: Hypervisor) -> None:
+        self.hv = hypervisor
+
+    async def receive(self, msg: Any) -> Any:
+        hv = self.hv
+        match msg:
+            case BuildServer(spec):
+                return self._later(lambda: self._build(spec))
+            case StartServer(sid):
+                return self._later(lambda: hv.start(sid))
+            case StopServer(sid):
+                return self._later(lambda: hv.stop(sid))
+            case RebootServer(sid):
+                return self._later(lambda: self._reboot(sid))
+            case ResizeServer(sid, vcpus, ram_mb, running):
+                return self._later(lambda: self._resize(sid, vcpus, ram_mb, running))
+            case DestroyServer(sid):
+                return self._later(lambda: hv.undefine(sid))
+            case ListDomains():
+                return self._later(hv.list)
+        return await super().receive(msg)
+
+    def _later(self, op: Callable[[], Awaitable[Any]]) -> Any:
+        reply = self.ctx.defer()
+
+        async def run() -> None:
+            try:
+                result = await op()
+            except CloudError as exc:
+                reply.fail(exc)
+            except Exception as exc:
+                reply.fail(ActorCrashed(self.ctx.path, f"host operation failed: {exc!r}"))
+                raise
+            else:
+                reply.set(result)
+        self.ctx.start_soon(run)
+        return None
+
+    async def _build(self, spec: DomainSpec) -> None:
+        try:
+            await self.hv.define(spec)
+        except Conflict:
+            await self.hv.undefine(spec.server_id)
+            await self.hv.define(spec)
+        await self.hv.start(spec.server_id)
+
+    async def _reboot(self, sid: str) -> None:
+        await self.hv.stop(sid)
+        await self.hv.start(sid)
+
+    async def _resize(self, sid: str, vcpus: int, ram_mb: int, running: bool) -> None:
+        if running:
+            await self.hv.stop(sid)
+        await self.hv.resize(sid, vcpus, ram_mb)
+        if running:
+            await self.hv.start(sid)
+

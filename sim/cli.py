@@ -1,0 +1,147 @@
+"""`fe`: the command line. `fe sim` runs scenarios, `fe bench` measures.
+
+Exit codes: 0 every expectation holds, 1 one does not (or a run is not
+deterministic), 2 invalid input (the message names file, line/field and what is valid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from actors.region import RegionSnapshot
+from runtime.errors import InvalidRequest
+from sim import report as reports
+from sim import scenario as scenarios
+
+console = Console(stderr=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return str(value)
+
+
+def _summary(result: dict[str, Any]) -> Table:
+    table = Table(title=f"{result['scenario']} (seed {result['seed']})", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for path in reports.known_paths(result):
+        if path in ("source", "scenario", "seed", "event_log_sha256"):
+            continue
+        table.add_row(path, _fmt(reports.lookup(result, path)))
+    table.add_row("event_log_sha256", result["event_log_sha256"][:16] + "...")
+    for e in result["expectations"]:
+        mark = "[green]ok[/green]" if e["ok"] else "[red]FAILED[/red]"
+        table.add_row(f"expect {e['name']} {e['expected']}", f"{_fmt(e['value'])} {mark}")
+    return table
+
+
+def _run_with_progress(scn: scenarios.Scenario, seed: int, out: Path | None, quiet: bool, label: str) -> dict[str, Any]:
+    from sim import runner
+
+    if quiet:
+        return runner.run(scn, seed, out)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[days]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=scn.duration_s, days="")
+
+        def progress(now: float, total: float) -> None:
+            bar.update(task, completed=now, days=f"day {now / 86400:.1f}/{total / 86400:.1f}")
+        return runner.run(scn, seed, out, progress)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    scn = scenarios.load(args.file, args.seed)
+    template = reports.build(attrs.evolve(scn, expect=()), scn.seed, RegionSnapshot(()),
+                             _empty_world(), reports.Metrics(_empty_world()), 0, "", 0.0, 0.0, 0)
+    reports.validate_expectations(scn, template)
+    seed = scn.seed
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.file).stem}-seed{seed}"
+    result = _run_with_progress(scn, seed, out, args.quiet, f"{scn.name} (seed {seed})")
+    code = 0 if all(e["ok"] for e in result["expectations"]) else 1
+    if args.check_determinism:
+        with tempfile.TemporaryDirectory() as tmp:
+            again = _run_with_progress(scn, seed, Path(tmp), args.quiet, "determinism check: second run")
+        same = again["event_log_sha256"] == result["event_log_sha256"]
+        result["determinism"] = {"ok": same, "second_sha256": again["event_log_sha256"]}
+        (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+        if not same:
+            code = 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console().print(_summary(result))
+        if args.check_determinism:
+            ok = result["determinism"]["ok"]
+            Console().print(f"determinism: {'[green]same' if ok else '[red]DIFFERENT'} event log hash over two runs")
+        Console().print(f"wrote {out / 'report.json'} and {out / 'events.jsonl'}")
+    return code
+
+
+def _empty_world() -> Any:
+    import simpy
+
+    from sim.hosts import World
+    return World(simpy.Environment())
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sim import bench
+
+    if args.what == "kernel":
+        result = bench.kernel(args.n)
+    else:
+        result = bench.scale(args.hosts, args.servers, args.days, args.seed, None if args.json else console)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        table = Table(title=f"fe bench {args.what}")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in result.items():
+            table.add_row(key, _fmt(value))
+        Console().print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fe", description="fe-runtime: Flexible Engine control plane as actors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("sim", help="run a scenario file in virtual time")
+    sim.add_argument("file")
+    sim.add_argument("--seed", type=int, help="override the scenario's seed")
+    sim.add_argument("--out", help="output folder (default runs/NAME-seedN)")
+    sim.add_argument("--check-determinism", action="store_true", help="run twice and compare event-log hashes")
+    sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(fn=cmd_sim)
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench.add_argument("what", choices=["kernel", "scale"])
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--n", type=int, default=200_000, help="kernel: round trips and events to time")
+    bench.add_argument("--hosts", type=int, default=50_000)
+    bench.add_argument("--servers", type=int, default=100_000)
+    bench.add_argument("--days", type=float, default=365.0)
+    bench.add_argument("--seed", type=int, default=1)
+    bench.set_defaults(fn=cmd_bench)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except InvalidRequest as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Scenario files (TOML): parsing and validation with errors that say file, line and fix.
+
+Nothing runs until the whole file is valid. Every error is a `ConfigError` whose
+`where` is `FILE:LINE: field.path`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from actors.az import RecoverySettings
+from actors.flavors import FLAVORS
+from actors.quotas import RESOURCES
+from actors.scheduler import GroupPolicy
+from actors.topology import DEFAULTS, REGIONS, Topology, build_topology
+from runtime.errors import ConfigError
+from sim.failures import FAULTS, PRESETS, ScheduledFault
+from sim.hosts import HostTiming
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+@attrs.frozen
+class ServerBatch:
+    count: int
+    flavor: str
+    az: str
+    auto_recovery: bool = False
+    group: str | None = None
+    dedicated: bool = False
+
+
+@attrs.frozen
+class TenantSpec:
+    name: str
+    quotas: Mapping[str, int]
+    server_groups: tuple[tuple[str, str], ...]
+    servers: tuple[ServerBatch, ...]
+
+
+@attrs.frozen
+class Expectation:
+    name: str
+    equals: Any = None
+    min: float | None = None
+    max: float | None = None
+
+
+@attrs.frozen
+class Scenario:
+    name: str
+    source: str
+    seed: int
+    duration_s: float
+    topology: Topology
+    timing: HostTiming
+    recovery: RecoverySettings
+    tenants: tuple[TenantSpec, ...]
+    preset: str
+    schedule: tuple[ScheduledFault, ...]
+    expect: tuple[Expectation, ...]
+
+
+class _Reader:
+    """Validates one table and knows where its keys are in the file."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.lines = text.splitlines()
+
+    def line_of(self, path: str) -> int:
+        """Best-effort line of a dotted field path such as `tenants[1].servers[0].flavor`."""
+        parts = re.findall(r"([A-Za-z_][\w-]*|\"[^\"]+\")(?:\[(\d+)\])?", path)
+        start, end = 0, len(self.lines)
+        if parts:
+            head, index = parts[0][0].strip('"'), int(parts[0][1] or 0)
+            headers = [i for i, line in enumerate(self.lines)
+                       if re.match(rf"\s*\[\[?\s*{re.escape(head)}(\s*\]|\.)", line)]
+            if headers:
+                start = headers[min(index, len(headers) - 1)]
+                nxt = [i for i, line in enumerate(self.lines) if i > start and re.match(r"\s*\[[^\]]", line)
+                       and not re.match(rf"\s*\[\[?\s*{re.escape(head)}\.", line)]
+                end = nxt[0] if nxt else len(self.lines)
+            for name, idx in parts[1:] or parts[:1]:
+                key = name.strip('"')
+                hits = [i for i in range(start, end) if re.search(rf"(^|[\s{{,\"]){re.escape(key)}\"?\s*=", self.lines[i])]
+                if hits:
+                    start = hits[min(int(idx or 0), len(hits) - 1)] if idx else hits[0]
+        return start + 1
+
+    def error(self, path: str, problem: str, valid: str = "") -> ConfigError:
+        return ConfigError(f"{self.source}:{self.line_of(path)}: {path}", problem, valid)
+
+    def table(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(path, f"must be a table, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                raise self.error(f"{path}.{key}", "unknown key", ", ".join(allowed))
+        for key in required:
+            if key not in value:
+                raise self.error(path, f"missing required key {key!r}", ", ".join(allowed))
+        return value
+
+    def integer(self, value: Any, path: str, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(path, f"must be a whole number >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, value: Any, path: str, minimum: float = 0.0) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise self.error(path, f"must be a number >= {minimum}, got {value!r}")
+        return float(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, f"must be true or false, got {value!r}")
+        return value
+
+    def choice(self, value: Any, path: str, valid: list[str]) -> str:
+        if value not in valid:
+            shown = ", ".join(valid[:12]) + (" ..." if len(valid) > 12 else "")
+            raise self.error(path, f"{value!r} is not valid", shown)
+        return str(value)
+
+    def duration(self, value: Any, path: str) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
+        if not match:
+            raise self.error(path, f"{value!r} is not a duration", 'seconds as a number, or "90s", "30m", "6h", "30d", "2w"')
+        return float(match[1]) * _UNITS[match[2]]
+
+
+def load(path: str | Path, seed: int | None = None) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+    return parse(text, str(path), seed)
+
+
+def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, f"not valid TOML: {exc}") from exc
+    r = _Reader(source, text)
+    r.table(data, "(top level)", ("scenario", "topology", "timing", "recovery", "tenants", "failures", "expect"),
+            ("scenario", "topology"))
+    meta = r.table(data["scenario"], "scenario", ("name", "seed", "duration", "description"), ("name", "duration"))
+    run_seed = seed if seed is not None else r.integer(meta.get("seed", 0), "scenario.seed")
+    duration = r.duration(meta["duration"], "scenario.duration")
+
+    topology = _topology(r, data["topology"])
+    timing_fields = [f.name for f in attrs.fields(HostTiming)]
+    timing_tab = r.table(data.get("timing", {}), "timing", tuple(timing_fields))
+    timing = HostTiming(**{k: r.number(v, f"timing.{k}") for k, v in timing_tab.items()})
+    rec_tab = r.table(data.get("recovery", {}), "recovery",
+                      ("concurrency", "min_interval_h", "fence_retry_s", "build_retry_s", "fencing"))
+    recovery = RecoverySettings(
+        concurrency=r.integer(rec_tab.get("concurrency", DEFAULTS["recovery"]["concurrency"]),
+                              "recovery.concurrency", 1),
+        min_interval_s=r.number(rec_tab.get("min_interval_h", DEFAULTS["recovery"]["min_interval_h"]),
+                                "recovery.min_interval_h") * 3600.0,
+        fence_retry_s=r.number(rec_tab.get("fence_retry_s", DEFAULTS["recovery"]["fence_retry_s"]),
+                               "recovery.fence_retry_s", 1.0),
+        build_retry_s=r.number(rec_tab.get("build_retry_s", DEFAULTS["recovery"]["build_retry_s"]),
+                               "recovery.build_retry_s", 1.0),
+        fencing=r.boolean(rec_tab.get("fencing", True), "recovery.fencing"))
+
+    tenants = data.get("tenants", [])
+    if not isinstance(tenants, list):
+        raise r.error("tenants", "must be an array of tables ([[tenants]])")
+    tenant_specs = tuple(_tenant(r, t, i, topology) for i, t in enumerate(tenants))
+    names = [t.name for t in tenant_specs]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise r.error(f"tenants[{i}].name", f"tenant {name!r} is declared twice")
+
+    failures = r.table(data.get("failures", {}), "failures", ("preset", "schedule"))
+    preset = r.choice(failures.get("preset", "none"), "failures.preset", sorted(PRESETS))
+    schedule = failures.get("schedule", [])
+    if not isinstance(schedule, list):
+        raise r.error("failures.schedule", "must be an array of tables ([[failures.schedule]])")
+    faults = tuple(_fault(r, f, i, topology, duration) for i, f in enumerate(schedule))
+
+    expect = r.table(data.get("expect", {}), "expect", tuple(data.get("expect", {})))
+    expectations = tuple(_expectation(r, k, v) for k, v in expect.items())
+    return Scenario(str(meta["name"]), source, run_seed, duration, topology, timing, recovery, tenant_specs,
+                    preset, faults, expectations)
+
+
+def _topology(r: _Reader, value: Any) -> Topology:
+    t = r.table(value, "topology", ("region", "hosts_per_az", "host", "dedicated"), ("region", "hosts_per_az"))
+    region = REGIONS[r.choice(t["region"], "topology.region", sorted(REGIONS))]
+    per_az = t["hosts_per_az"]
+    if isinstance(per_az, dict):
+        for az in per_az:
+            r.choice(az, f"topology.hosts_per_az.{az}", list(region.azs))
+        counts = {az: r.integer(per_az.get(az, 0), f"topology.hosts_per_az.{az}") for az in region.azs}
+    else:
+        n = r.integer(per_az, "topology.hosts_per_az", 1)
+        counts = dict.fromkeys(region.azs, n)
+    shape = dict(DEFAULTS["host"])
+    shape.update(r.table(t.get("host", {}), "topology.host", tuple(DEFAULTS["host"])))
+    dedicated: dict[str, list[tuple[str, int]]] = {}
+    for i, d in enumerate(t.get("dedicated", [])):
+        d = r.table(d, f"topology.dedicated[{i}]", ("tenant", "az", "hosts"), ("tenant", "az", "hosts"))
+        az = r.choice(d["az"], f"topology.dedicated[{i}].az", list(region.azs))
+        dedicated.setdefault(az, []).append((str(d["tenant"]), r.integer(d["hosts"], f"topology.dedicated[{i}].hosts", 1)))
+    try:
+        return build_topology(region, counts, r.integer(shape["vcpus"], "topology.host.vcpus", 1),
+                              int(r.number(shape["ram_gb"], "topology.host.ram_gb", 1) * 1024),
+                              r.integer(shape["rack_size"], "topology.host.rack_size", 1),
+                              r.integer(shape["racks_per_power_domain"], "topology.host.racks_per_power_domain", 1),
+                              dedicated)
+    except ConfigError as exc:
+        raise r.error("topology.dedicated", exc.problem, exc.valid) from None
+
+
+def _tenant(r: _Reader, value: Any, i: int, topology: Topology) -> TenantSpec:
+    p = f"tenants[{i}]"
+    t = r.table(value, p, ("name", "quotas", "server_groups", "servers", "customer_type"), ("name",))
+    quotas = r.table(t.get("quotas", {}), f"{p}.quotas", RESOURCES)
+    for k, v in quotas.items():
+        r.integer(v, f"{p}.quotas.{k}")
+    groups = []
+    for j, g in enumerate(t.get("server_groups", [])):
+        g = r.table(g, f"{p}.server_groups[{j}]", ("name", "policy"), ("name", "policy"))
+        groups.append((str(g["name"]), r.choice(g["policy"], f"{p}.server_groups[{j}].policy",
+                                                [x.value for x in GroupPolicy])))
+    group_names = [g[0] for g in groups]
+    batches = []
+    for j, s in enumerate(t.get("servers", [])):
+        q = f"{p}.servers[{j}]"
+        s = r.table(s, q, ("count", "flavor", "az", "auto_recovery", "group", "dedicated"), ("flavor", "az"))
+        flavor = r.choice(s["flavor"], f"{q}.flavor", sorted(FLAVORS))
+        az = r.choice(s["az"], f"{q}.az", list(topology.region.azs))
+        group = s.get("group")
+        if group is not None:
+            r.choice(group, f"{q}.group", group_names)
+        ar = r.boolean(s.get("auto_recovery", False), f"{q}.auto_recovery")
+        if ar and FLAVORS[flavor].has_local_disk:
+            raise r.error(f"{q}.auto_recovery", f"flavor {flavor} has a local disk, so auto-recovery is not "
+                          "available (ECS-4)", "a flavor without local disk, or auto_recovery = false")
+        batches.append(ServerBatch(r.integer(s.get("count", 1), f"{q}.count", 1), flavor, az, ar, group,
+                                   r.boolean(s.get("dedicated", False), f"{q}.dedicated")))
+    return TenantSpec(str(t["name"]), quotas, tuple(groups), tuple(batches))
+
+
+def _fault(r: _Reader, value: Any, i: int, topology: Topology, run_s: float) -> ScheduledFault:
+    p = f"failures.schedule[{i}]"
+    f = r.table(value, p, ("at", "fault", "target", "duration"), ("at", "fault", "target"))
+    kind = r.choice(f["fault"], f"{p}.fault", list(FAULTS))
+    target = str(f["target"])
+    try:
+        members = topology.domain_members(target)
+    except ConfigError as exc:
+        raise r.error(f"{p}.target", exc.problem, exc.valid) from None
+    level = {"host-crash": "host", "host-partition": "host", "rack": "rack", "power-domain": "power_domain",
+             "az-outage": "az"}[kind]
+    if level == "host":
+        if len(members) != 1 or members[0].name != target:
+            raise r.error(f"{p}.target", f"{kind} needs a host name, got {target!r}", f"e.g. {members[0].name}")
+    elif getattr(members[0], level) != target:
+        raise r.error(f"{p}.target", f"{kind} needs a {level.replace('_', ' ')}, got {target!r}",
+                      f"e.g. {getattr(members[0], level)}")
+    at = r.duration(f["at"], f"{p}.at")
+    if at >= run_s:
+        raise r.error(f"{p}.at", f"fault at {at:g} s is not before the end of the run ({run_s:g} s)")
+    duration = r.duration(f["duration"], f"{p}.duration") if "duration" in f else None
+    return ScheduledFault(at, kind, target, duration)
+
+
+def _expectation(r: _Reader, name: str, value: Any) -> Expectation:
+    path = f'expect."{name}"'
+    if isinstance(value, dict):
+        v = r.table(value, path, ("min", "max"))
+        if not v:
+            raise r.error(path, "needs min and/or max", "{ min = 1 }, { max = 300 } or both")
+        return Expectation(name, None, r.number(v["min"], f"{path}.min", float("-inf")) if "min" in v else None,
+                           r.number(v["max"], f"{path}.max", float("-inf")) if "max" in v else None)
+    if not isinstance(value, int | float | bool | str):
+        raise r.error(path, f"must be a value or {{ min, max }}, got {value!r}")
+    return Expectation(name, value)
