@@ -43,13 +43,21 @@ class HostSpec:
 class Topology:
     region: RegionInfo
     hosts: tuple[HostSpec, ...]
+    _domains: dict[str, list[HostSpec]] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        domains: dict[str, list[HostSpec]] = {}
+        for h in self.hosts:
+            for key in dict.fromkeys((h.name, h.az, h.rack, h.power_domain)):
+                domains.setdefault(key, []).append(h)
+        object.__setattr__(self, "_domains", domains)
 
     def hosts_in(self, az: str) -> list[HostSpec]:
-        return [h for h in self.hosts if h.az == az]
+        return list(self._domains.get(az, []))
 
     def domain_members(self, target: str) -> list[HostSpec]:
         """Hosts of a failure domain: an AZ, `AZ/rack-N`, `AZ/pd-N` or a host name."""
-        found = [h for h in self.hosts if target in (h.name, h.az, h.rack, h.power_domain)]
+        found = self._domains.get(target)
         if not found:
             raise ConfigError(f"target {target!r}", "names no host, rack, power domain or AZ",
                               f"e.g. {self.hosts[0].az}, {self.hosts[0].rack}, "

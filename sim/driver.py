@@ -24,7 +24,7 @@ import math
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import simpy
 
@@ -137,7 +137,10 @@ class _Scope:
 
     def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
         self._detach()
-        if self.cancel_called and exc is not None and _only_cancelled(exc):
+        # As in trio, the outermost cancelled scope catches: while the parent is
+        # cancelled too, `Cancelled` goes on up.
+        parent_cancelled = self.parent is not None and self.parent.cancelled
+        if self.cancel_called and exc is not None and not parent_cancelled and _only_cancelled(exc):
             self.cancelled_caught = True
             # Like anyio's fail_after: a manual cancel() is not a timeout.
             if self._delay is not None and self._deadline is not None and self.driver.env.now >= self._deadline:
@@ -526,7 +529,7 @@ class SimDriver:
             if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
                 raise exc.exceptions[0]
             raise exc
-        return outcome[0] if outcome else None  # type: ignore[no-any-return]
+        return cast(T, outcome[0] if outcome else None)
 
     def _deadlock(self, root: _Scope) -> Deadlock:
         """Describe the blocked tasks, then cancel them all so that they unwind."""
@@ -567,7 +570,7 @@ class SimDriver:
             raise Cancelled()
         if event.processed:
             if not event.ok:
-                raise event.value
+                raise cast(BaseException, event.value)
             return event.value
         token = self._block(task)
 

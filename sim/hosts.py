@@ -13,13 +13,13 @@ only fencing (power off through `SimPower`) stops them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import simpy
 
-from runtime.errors import Conflict, InvalidTransition, NotFound
+from runtime.errors import Conflict, InvalidRequest, InvalidTransition, NotFound
 from runtime.ports import DomainInfo, DomainSpec, HostCapacity, HostUnreachable, PowerState
 from sim.driver import SimDriver
 
@@ -188,7 +188,16 @@ class HostModel:
 
 
 class SimHypervisor:
-    """`Hypervisor` port on a `HostModel`."""
+    """`Hypervisor` port on a `HostModel`; refuses what `LibvirtHypervisor` refuses.
+
+    Each call reaches the host (`rpc_s`), checks, works for its duration, then checks
+    again: the state may have changed meanwhile (libvirt serialises jobs on one
+    domain the same way), and a refusal costs one round trip, not the work. Sizes
+    and server ids are checked before any I/O, as libvirt needs them (a server id
+    names the domain).
+    """
+
+    _SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
     def __init__(self, model: HostModel, driver: SimDriver) -> None:
         self.model = model
@@ -207,57 +216,88 @@ class SimHypervisor:
         if not model.reachable:
             raise HostUnreachable(model.name, "connection lost during the call")
 
+    async def _op(self, seconds: float, check: Callable[[], _Domain | None]) -> _Domain | None:
+        await self._call(self.model.world.timing.rpc_s)
+        check()
+        await self._call(seconds)
+        return check()
+
+    def _check_request(self, server_id: str, vcpus: int, ram_mb: int) -> None:
+        if not self._SERVER_ID.fullmatch(server_id):
+            raise InvalidRequest(
+                f"server id {server_id!r} cannot name a domain; use 1 to 64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        if vcpus < 1 or ram_mb < 1:
+            raise InvalidRequest(
+                f"domain {server_id} needs at least 1 vCPU and 1 MiB of RAM (got vcpus={vcpus}, ram_mb={ram_mb})"
+            )
+
     def _domain(self, server_id: str) -> _Domain:
         dom = self.model.domains.get(server_id)
         if dom is None:
             raise NotFound("domain", f"{server_id} on {self.model.name}")
         return dom
 
+    def _in(self, server_id: str, action: str, running: bool) -> Callable[[], _Domain]:
+        """A check: the domain exists and is running (or stopped), else the refusal."""
+        def check() -> _Domain:
+            dom = self._domain(server_id)
+            if dom.running != running:
+                if dom.running:
+                    raise InvalidTransition("domain", server_id, "running", action, ["stop", "undefine"])
+                raise InvalidTransition("domain", server_id, "stopped", action, ["start", "resize", "undefine"])
+            return dom
+        return check
+
     async def capacity(self) -> HostCapacity:
         await self._call(self.model.world.timing.rpc_s)
         return self.model.capacity
 
     async def define(self, spec: DomainSpec) -> None:
-        await self._call(self.model.world.timing.define_s)
-        if spec.server_id in self.model.domains:
-            raise Conflict(f"domain {spec.server_id} is already defined on {self.model.name}")
+        self._check_request(spec.server_id, spec.vcpus, spec.ram_mb)
+
+        def free() -> None:
+            if spec.server_id in self.model.domains:
+                raise Conflict(
+                    f"domain {spec.server_id} is already defined on {self.model.name}; "
+                    "undefine it first or use another server id"
+                )
+
+        await self._op(self.model.world.timing.define_s, free)
         self.model.domains[spec.server_id] = _Domain(spec)
 
     async def start(self, server_id: str) -> None:
-        self._domain(server_id)
-        await self._call(self.model.world.timing.boot_s)
-        dom = self._domain(server_id)
-        if dom.running:
-            raise InvalidTransition("domain", server_id, "running", "start", ["stop", "undefine"])
+        dom = await self._op(self.model.world.timing.boot_s, self._in(server_id, "start", running=False))
+        assert dom is not None
         dom.running = True
         self.model.world._running(server_id, self.model.name, True)
 
     async def stop(self, server_id: str) -> None:
-        await self._call(self.model.world.timing.stop_s)
-        dom = self._domain(server_id)
-        if not dom.running:
-            raise InvalidTransition("domain", server_id, "stopped", "stop", ["start", "resize", "undefine"])
+        dom = await self._op(self.model.world.timing.stop_s, self._in(server_id, "stop", running=True))
+        assert dom is not None
         dom.running = False
         self.model.world._running(server_id, self.model.name, False)
 
     async def undefine(self, server_id: str) -> None:
-        await self._call(self.model.world.timing.undefine_s)
-        dom = self._domain(server_id)
+        dom = await self._op(self.model.world.timing.undefine_s, lambda: self._domain(server_id))
+        assert dom is not None
         if dom.running:
             self.model.world._running(server_id, self.model.name, False)
         del self.model.domains[server_id]
 
     async def resize(self, server_id: str, vcpus: int, ram_mb: int) -> None:
-        await self._call(self.model.world.timing.define_s)
-        dom = self._domain(server_id)
-        if dom.running:
-            raise InvalidTransition("domain", server_id, "running", "resize", ["stop", "undefine"])
+        self._check_request(server_id, vcpus, ram_mb)
+        dom = await self._op(self.model.world.timing.define_s, self._in(server_id, "resize", running=False))
+        assert dom is not None
         dom.spec = DomainSpec(server_id, vcpus, ram_mb)
 
     async def list(self) -> list[DomainInfo]:
         await self._call(self.model.world.timing.rpc_s)
-        return [DomainInfo(d.spec.server_id, d.spec.vcpus, d.spec.ram_mb, d.running)
-                for d in self.model.domains.values()]
+        return sorted(
+            (DomainInfo(d.spec.server_id, d.spec.vcpus, d.spec.ram_mb, d.running) for d in self.model.domains.values()),
+            key=lambda d: d.server_id,
+        )
 
     async def wait_unreachable(self) -> None:
         await self.driver.wait_simpy(self.model.lost_event())
@@ -267,7 +307,8 @@ class SimHypervisor:
 
 
 class SimPower:
-    """`Power` port: the host's out-of-band controller."""
+    """`Power` port: the host's out-of-band controller. `power_off` and `power_on`
+    are idempotent, like a BMC's (and `LibvirtPower`'s)."""
 
     def __init__(self, model: HostModel, driver: SimDriver) -> None:
         self.model = model

@@ -6,6 +6,7 @@ Nothing runs until the whole file is valid. Every error is a `ConfigError` whose
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -125,8 +126,10 @@ class _Reader:
 
     def choice(self, value: Any, path: str, valid: list[str]) -> str:
         if value not in valid:
-            shown = ", ".join(valid[:12]) + (" ..." if len(valid) > 12 else "")
-            raise self.error(path, f"{value!r} is not valid", shown)
+            close = difflib.get_close_matches(str(value), valid, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            shown = ", ".join(valid[:12]) + (f" ... ({len(valid)} in all)" if len(valid) > 12 else "")
+            raise self.error(path, f"{value!r} is not valid{hint}", shown)
         return str(value)
 
     def duration(self, value: Any, path: str) -> float:
