@@ -246,18 +246,19 @@ class AvailabilityZone(Actor):
         self.scheduler.release(sid)
         rec.flavor = flavor
         self.scheduler.claim(host, rec.request())
-        was_running = rec.state is ServerState.ACTIVE
+        rec.state = new_state
 
         async def run() -> None:
             try:
-                await self.agents[host].ask(ResizeDomain(sid, flavor.vcpus, flavor.ram_mb, was_running),
+                await self.agents[host].ask(ResizeDomain(sid, flavor.vcpus, flavor.ram_mb),
                                             timeout=HOST_OP_TIMEOUT)
             except CloudError:
                 self.scheduler.release(sid)
                 rec.flavor = old
                 self.scheduler.claim(host, rec.request())
+                rec.state = transition(sid, rec.state, Action.FAILED)
                 raise
-            rec.state = transition(sid, new_state, Action.DONE) if new_state is ServerState.RESIZING else new_state
+            rec.state = transition(sid, rec.state, Action.DONE)
             self.ctx.emit("ServerResized", server=sid, tenant=rec.tenant, flavor=flavor.name)
         self._background(self.ctx.defer(), rec, run)
 
@@ -391,7 +392,7 @@ class AvailabilityZone(Actor):
         except CloudError as exc:
             self.scheduler.release(sid)
             self.scheduler.claim(old, rec.request())
-            rec.host, rec.state = old, ServerState.DOWN
+            rec.host, rec.state = old, transition(sid, rec.state, Action.FAILED)
             self.ctx.emit("RecoveryFailed", server=sid, tenant=rec.tenant, host=new, error=str(exc))
             self.ctx.start_soon(self._requeue_later, sid)
             return

@@ -43,7 +43,6 @@ class ResizeServer:
     server_id: str
     vcpus: int
     ram_mb: int
-    running: bool
 
 
 @attrs.frozen
@@ -71,8 +70,8 @@ class HostAgent(Actor):
                 return self._later(lambda: hv.stop(sid))
             case RebootServer(sid):
                 return self._later(lambda: self._reboot(sid))
-            case ResizeServer(sid, vcpus, ram_mb, running):
-                return self._later(lambda: self._resize(sid, vcpus, ram_mb, running))
+            case ResizeServer(sid, vcpus, ram_mb):
+                return self._later(lambda: hv.resize(sid, vcpus, ram_mb))
             case DestroyServer(sid):
                 return self._later(lambda: hv.undefine(sid))
             case ListDomains():
@@ -106,11 +105,3 @@ class HostAgent(Actor):
     async def _reboot(self, sid: str) -> None:
         await self.hv.stop(sid)
         await self.hv.start(sid)
-
-    async def _resize(self, sid: str, vcpus: int, ram_mb: int, running: bool) -> None:
-        if running:
-            await self.hv.stop(sid)
-        await self.hv.resize(sid, vcpus, ram_mb)
-        if running:
-            await self.hv.start(sid)
-

@@ -9,13 +9,15 @@ Filters (a host failing one is never chosen):
     GEO-4       anti-affinity: no two members of a group on one host.
 Weighers: most free RAM first (spread); soft anti-affinity puts fewest group members
 first; ties go to the smallest host name, so placement is deterministic.
+A group (scoped to its tenant, TEN-1) has one policy, fixed by its first member, as
+in Nova; it lives while it has members.
 
 Invariant: for every host, free = capacity - sum of its claims, never negative, and
 every enabled host with a free vCPU is in exactly one index list: the one of its pool
 and of its free-vCPU bucket, keyed by (-free RAM, name). `place` walks the lists of
 the buckets that can hold the request, merged in weight order, and stops at the first
 host that passes the filters, or as soon as RAM runs short: no full scan unless
-nothing fits. Groups are scoped to their tenant (TEN-1).
+nothing fits.
 """
 
 from __future__ import annotations
@@ -80,11 +82,15 @@ class PlacementRequest:
         return f"server {self.server_id} ({self.vcpus} vCPUs, {self.ram_mb} MB RAM)"
 
 
+@attrs.define
+class _Group:
+    policy: GroupPolicy
+    hosts: dict[str, int] = attrs.Factory(dict)
+
+
 @attrs.define(eq=False)
 class _Host:
     name: str
-    vcpus: int
-    ram_mb: int
     dedicated_to: str | None
     free_vcpus: int
     free_ram: int
@@ -132,8 +138,8 @@ class Scheduler:
         self._where: dict[str, _Host] = {}
         # pool (None: shared, else the owning tenant) -> vCPU bucket -> [(-free RAM, host)]
         self._index: dict[str | None, dict[int, SortedList]] = {}
-        # (tenant, group) -> host -> members there
-        self._groups: dict[tuple[str, str], dict[str, int]] = {}
+        # (tenant, group) -> its policy and members per host; a group lives while it has members
+        self._groups: dict[tuple[str, str], _Group] = {}
 
     # -- hosts ---------------------------------------------------------------------------
 
@@ -144,7 +150,7 @@ class Scheduler:
         if vcpus < 1 or ram_mb < 1:
             raise InvalidRequest(f"host {host} needs at least 1 vCPU and 1 MB of RAM, got {vcpus} and {ram_mb}")
         cap_vcpus, cap_ram = math.floor(vcpus * self.cpu_ratio), math.floor(ram_mb * self.ram_ratio)
-        h = _Host(host, cap_vcpus, cap_ram, dedicated_to, cap_vcpus, cap_ram)
+        h = _Host(host, dedicated_to, cap_vcpus, cap_ram)
         self._hosts[host] = h
         self._index.setdefault(dedicated_to, {})
         self._add_to_index(h)
@@ -178,7 +184,7 @@ class Scheduler:
         """Choose a host for `req`, claim its capacity there and return its name.
 
         Raises `NoCapacity` saying which filter left no host, `Conflict` if the server
-        is already placed.
+        is already placed, `InvalidRequest` if its group has another policy.
         """
         self._refuse_placed(req)
         excluded = exclude if isinstance(exclude, set | frozenset) else frozenset(exclude)
@@ -214,11 +220,12 @@ class Scheduler:
         """Claim `req` on `host`, even a disabled one (to restore a known placement).
 
         Every other filter still holds: `InvalidRequest` if the host's pool refuses the
-        request (ECS-5), `NoCapacity` if it lacks room, `Conflict` if anti-affinity
-        (GEO-4) forbids it or the server is already placed.
+        request (ECS-5) or its group has another policy, `NoCapacity` if the host lacks
+        room, `Conflict` if anti-affinity (GEO-4) forbids it or the server is already placed.
         """
         h = self._host(host)
         self._refuse_placed(req)
+        members = self._members(req)
         if h.dedicated_to is None and req.dedicated:
             raise InvalidRequest(f"{req.describe()} asks for a dedicated host; {host} is a shared host (ECS-5)")
         if h.dedicated_to is not None and (h.dedicated_to != req.tenant or not req.dedicated):
@@ -231,7 +238,7 @@ class Scheduler:
                 f"{self.name} host {host}",
                 f"{req.describe()}: only {h.free_vcpus} vCPUs and {h.free_ram} MB RAM free",
             )
-        if req.policy is GroupPolicy.ANTI_AFFINITY and self._members(req).get(host, 0):
+        if req.policy is GroupPolicy.ANTI_AFFINITY and members.get(host, 0):
             raise Conflict(
                 f"{req.describe()} cannot go to host {host}: it already holds a member of "
                 f"anti-affinity group {req.group!r} (GEO-4); pick another host"
@@ -250,7 +257,7 @@ class Scheduler:
         self._add_to_index(h)
         if req.group is not None:
             key = (req.tenant, req.group)
-            members = self._groups[key]
+            members = self._groups[key].hosts
             members[h.name] -= 1
             if not members[h.name]:
                 del members[h.name]
@@ -271,9 +278,18 @@ class Scheduler:
             raise Conflict(f"server {req.server_id} is already placed on host {h.name}; release it first")
 
     def _members(self, req: PlacementRequest) -> dict[str, int]:
+        """Members of the request's group per host; `InvalidRequest` if the group has another policy."""
         if req.group is None:
             return {}
-        return self._groups.get((req.tenant, req.group), {})
+        group = self._groups.get((req.tenant, req.group))
+        if group is None:
+            return {}
+        if group.policy is not req.policy:
+            raise InvalidRequest(
+                f"{req.describe()} asks for group {req.group!r} with policy {req.policy and req.policy.value}, "
+                f"but the group's members have policy {group.policy.value}"
+            )
+        return group.hosts
 
     def _claim(self, h: _Host, req: PlacementRequest) -> None:
         self._remove_from_index(h)
@@ -282,8 +298,8 @@ class Scheduler:
         self._add_to_index(h)
         h.servers[req.server_id] = req
         self._where[req.server_id] = h
-        if req.group is not None:
-            members = self._groups.setdefault((req.tenant, req.group), {})
+        if req.group is not None and req.policy is not None:
+            members = self._groups.setdefault((req.tenant, req.group), _Group(req.policy)).hosts
             members[h.name] = members.get(h.name, 0) + 1
 
     def _add_to_index(self, h: _Host) -> None:

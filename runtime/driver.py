@@ -49,8 +49,11 @@ class TaskGroup(Protocol):
 
 
 class CancelScope(Protocol):
-    cancel_called: bool
-    cancelled_caught: bool
+    @property
+    def cancel_called(self) -> bool: ...
+
+    @property
+    def cancelled_caught(self) -> bool: ...
 
     def cancel(self) -> None: ...
 

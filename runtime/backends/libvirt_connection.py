@@ -197,9 +197,10 @@ class Connection:
                 f"'{driver}' driver and restart libvirtd, or use qemu:///system (test:///default in unit tests)"
             )
         if code in _NO_ANSWER:
+            instead = "" if self.uri == "qemu:///system" else ", or use qemu:///system"
             return HostUnreachable(
                 self.name,
                 f"cannot connect to {self.uri} ({message}); start libvirtd there with a '{driver}' driver "
-                "(on this machine: bash .ci/libvirtd-start.sh), or use another URI",
+                f"(on this machine: bash .ci/libvirtd-start.sh){instead}",
             )
         return BackendError(f"libvirt refused to open {self.uri}: {message}; check the URI and its credentials")

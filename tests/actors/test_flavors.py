@@ -156,9 +156,7 @@ def test_get_flavor_uses_the_given_catalogue() -> None:
 
 flavors_st = st.dictionaries(
     keys=st.from_regex(r"[a-z][a-z0-9]{0,3}\.[a-z0-9]{1,6}\.[0-9]{1,2}", fullmatch=True),
-    values=st.tuples(
-        st.integers(1, 512), st.integers(1, 4 * 1024 * 1024), st.integers(0, LOCAL_DISK_GB_MAX)
-    ),
+    values=st.tuples(st.integers(1, 512), st.integers(1, 4 * 1024 * 1024), st.integers(0, LOCAL_DISK_GB_MAX)),
     min_size=1,
     max_size=10,
 )

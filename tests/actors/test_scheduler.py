@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import attrs
@@ -89,8 +90,8 @@ def test_no_capacity_names_the_az_and_the_shortfall() -> None:
 
 def test_no_capacity_when_every_host_is_full_or_disabled() -> None:
     s = scheduler(("h1", 1, 1024), ("h2", 4, 4096))
-    s.place(req("a"))
     s.set_enabled("h2", False)
+    assert s.place(req("a")) == "h1"
     with pytest.raises(NoCapacity, match="no enabled host with free vCPUs among the shared hosts"):
         s.place(req("b"))
 
@@ -257,6 +258,17 @@ def test_soft_anti_affinity_prefers_the_fewest_members_and_never_fails_for_them(
     assert s.place(req("x")) == "h1"
 
 
+def test_a_group_keeps_the_policy_of_its_members() -> None:
+    s = scheduler(("h1", 16, 65536), ("h2", 16, 65536))
+    s.place(req("w0", group="web", policy=AA))
+    for call in (lambda r: s.place(r), lambda r: s.claim("h2", r)):
+        with pytest.raises(InvalidRequest, match="policy soft-anti-affinity, but the group's members have policy anti"):
+            call(req("w1", group="web", policy=SOFT))
+    assert s.servers_on("h2") == []
+    s.release("w0")
+    assert s.place(req("w1", group="web", policy=SOFT)) == "h1"
+
+
 def test_release_forgets_group_membership() -> None:
     s = scheduler(("h1", 16, 65536))
     s.place(req("w0", group="web", policy=AA))
@@ -309,6 +321,13 @@ class SchedulerMachine(RuleBasedStateMachine):
     def _members(self, r: PlacementRequest) -> Counter[str]:
         return Counter(h for h, o in self.placed.values() if r.group and (o.tenant, o.group) == (r.tenant, r.group))
 
+    def _policy_clash(self, r: PlacementRequest) -> bool:
+        return any(
+            (o.tenant, o.group) == (r.tenant, r.group) and o.policy is not r.policy
+            for _, o in self.placed.values()
+            if r.group
+        )
+
     def _expected(self, r: PlacementRequest, exclude: frozenset[str]) -> str | None:
         owner = r.tenant if r.dedicated else None
         members = self._members(r)
@@ -354,7 +373,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         r = self._new(r)
         exclude = frozenset(data.draw(st.lists(st.sampled_from(sorted(self.hosts) or ["none"]), max_size=2)))
         expected = self._expected(r, exclude)
-        if expected is None:
+        if self._policy_clash(r):
+            with pytest.raises(InvalidRequest, match="the group's members have policy"):
+                self.s.place(r, exclude)
+        elif expected is None:
             with pytest.raises(NoCapacity):
                 self.s.place(r, exclude)
         else:
@@ -368,7 +390,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         host = data.draw(st.sampled_from(sorted(self.hosts)))
         m = self.hosts[host]
         free_vcpus, free_ram = self._free(host)
-        if m.dedicated_to != (r.tenant if r.dedicated else None):
+        if self._policy_clash(r) or m.dedicated_to != (r.tenant if r.dedicated else None):
             with pytest.raises(InvalidRequest):
                 self.s.claim(host, r)
         elif free_vcpus < r.vcpus or free_ram < r.ram_mb:
@@ -428,23 +450,28 @@ TestSchedulerMachine.settings = settings(max_examples=150, stateful_step_count=4
     order=st.randoms(use_true_random=False),
 )
 def test_claims_then_releases_restore_free_capacity_exactly(
-    hosts: list[tuple[int, int]], requests: list[PlacementRequest], order: object
+    hosts: list[tuple[int, int]], requests: list[PlacementRequest], order: random.Random
 ) -> None:
     s = Scheduler("az", cpu_ratio=2.0, ram_ratio=1.25)
     for i, (vcpus, ram) in enumerate(hosts):
         s.add_host(f"h{i}", vcpus, ram, dedicated_to="t1" if i % 3 == 2 else None)
     before = {f"h{i}": s.free(f"h{i}") for i in range(len(hosts))}
-    placed = []
-    for i, r in enumerate(requests):
-        try:
-            s.place(attrs.evolve(r, server_id=f"s{i}"))
-        except NoCapacity:
-            continue
-        placed.append(f"s{i}")
-    order.shuffle(placed)  # type: ignore[attr-defined]
+
+    def place_all(prefix: str) -> dict[str, str | None]:
+        result: dict[str, str | None] = {}
+        for i, r in enumerate(requests):
+            try:
+                result[f"{prefix}{i}"] = s.place(attrs.evolve(r, server_id=f"{prefix}{i}"))
+            except (NoCapacity, InvalidRequest):
+                result[f"{prefix}{i}"] = None
+        return result
+
+    first = place_all("a")
+    placed = [sid for sid, host in first.items() if host is not None]
+    order.shuffle(placed)
     for sid in placed:
         s.release(sid)
     assert {h: s.free(h) for h in before} == before
     assert all(s.servers_on(h) == [] for h in before)
-    # The index is back too: the same requests place exactly as before.
-    assert [s.host_of(sid) for sid in placed] == [None] * len(placed)
+    # The index and the groups are back too: the same requests place exactly as before.
+    assert list(place_all("b").values()) == list(first.values())
