@@ -71,7 +71,7 @@ class ActorRef:
         cell = self._cell
         if cell.stopped:
             raise ActorStopped(cell.path, f"cannot handle {type(msg).__name__}: stopped")
-        fut = cell.system.driver.future()
+        fut = cell.new_future()
         cell.mailbox.put((msg, fut))
         try:
             return await fut.wait(timeout)
@@ -88,7 +88,7 @@ class _Cell:
     """The runtime side of one actor: survives restarts, so refs stay valid."""
 
     __slots__ = ("system", "path", "factory", "policy", "mailbox", "ref", "children",
-                 "stopped", "tg", "instance", "reply")
+                 "stopped", "tg", "instance", "reply", "new_future")
 
     def __init__(self, system: ActorSystem, path: str, factory: Callable[[], Actor], policy: RestartPolicy) -> None:
         self.system = system
@@ -96,6 +96,7 @@ class _Cell:
         self.factory = factory
         self.policy = policy
         self.mailbox: Mailbox[tuple[Any, Future[Any] | None]] = system.driver.mailbox()
+        self.new_future = system.driver.future
         self.ref = ActorRef(self)
         self.children: dict[str, _Cell] = {}
         self.stopped = False

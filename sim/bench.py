@@ -35,10 +35,10 @@ def _asks_per_second(driver: Any, n: int) -> float:
         async with system.running():
             ref = system.spawn(_Echo, "echo")
             await ref.ask(0)
-            started = time.perf_counter()
+            started = time.process_time()
             for i in range(n):
                 await ref.ask(i)
-            return n / (time.perf_counter() - started)
+            return n / (time.process_time() - started)
     return float(driver.run(main))
 
 
@@ -49,17 +49,22 @@ def _simpy_events_per_second(n: int) -> float:
         for _ in range(n):
             yield env.timeout(1)
     env.process(proc())
-    started = time.perf_counter()
+    started = time.process_time()
     env.run()
-    return n / (time.perf_counter() - started)
+    return n / (time.process_time() - started)
 
 
-def kernel(n: int = 200_000) -> dict[str, Any]:
-    simpy_rate = _simpy_events_per_second(n)
-    sim_rate = _asks_per_second(SimDriver(), n)
+def kernel(n: int = 200_000, repeats: int = 3) -> dict[str, Any]:
+    """Rates in CPU time of this process. The two measurements alternate `repeats` times
+    and the best of each is kept, so that load from elsewhere penalises neither alone."""
+    simpy_rate = sim_rate = 0.0
+    for _ in range(repeats):
+        simpy_rate = max(simpy_rate, _simpy_events_per_second(n))
+        sim_rate = max(sim_rate, _asks_per_second(SimDriver(), n))
     anyio_rate = _asks_per_second(AnyioDriver(), max(1, n // 10))
     return {
         "round_trips": n,
+        "repeats": repeats,
         "sim_driver_asks_per_s": round(sim_rate),
         "simpy_timeout_events_per_s": round(simpy_rate),
         "ratio_sim_asks_to_simpy_events": round(sim_rate / simpy_rate, 3),

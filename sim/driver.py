@@ -18,6 +18,7 @@ insertion order, so a cancelled scope wakes its tasks in the order they entered 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -41,7 +42,7 @@ def _suspend() -> Generator[None, Any, Any]:
 
 
 class _Task:
-    __slots__ = ("coro", "name", "scope", "token", "value", "exc", "group", "driver")
+    __slots__ = ("coro", "name", "scope", "token", "value", "exc", "group", "driver", "handle")
 
     def __init__(self, driver: SimDriver, coro: Coroutine[Any, Any, Any], name: str, scope: _Scope | None) -> None:
         self.driver = driver
@@ -52,6 +53,18 @@ class _Task:
         self.value: Any = None
         self.exc: BaseException | None = None
         self.group: _TaskGroup | None = None
+        self.handle: Handle | None = None
+
+
+class Handle:
+    """The outcome of a task started with `SimDriver.start`: `done`, then `result` or `error`."""
+
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class _Scope:
@@ -224,7 +237,7 @@ class _Future:
     """One result. The first waiter is the fast path (`_task`, a deadline-heap entry);
     further concurrent waiters, which asks never have, are parked in `_others`."""
 
-    __slots__ = ("driver", "_done", "_value", "_exc", "_task", "_token", "_deadline", "_others")
+    __slots__ = ("driver", "_done", "_value", "_exc", "_task", "_token", "_others", "_when")
 
     def __init__(self, driver: SimDriver) -> None:
         self.driver = driver
@@ -233,13 +246,17 @@ class _Future:
         self._exc: BaseException | None = None
         self._task: _Task | None = None
         self._token = 0
-        self._deadline: list[Any] | None = None
         self._others: list[tuple[_Task, int]] | None = None
 
     def set(self, value: Any) -> None:
         if not self._done:
             self._done, self._value = True, value
-            self._resolved()
+            task = self._task  # inlined _resolved(): this is the reply path of every ask
+            if task is not None and task.token == self._token:
+                task.token = 0
+                self.driver._ready.append(task)
+            if self._others is not None:
+                self._resolved()
 
     def fail(self, exc: BaseException) -> None:
         if not self._done:
@@ -251,9 +268,6 @@ class _Future:
         if task is not None and task.token == self._token:
             task.token = 0
             self.driver._ready.append(task)
-        if self._deadline is not None:
-            self.driver._drop_deadline(self._deadline)
-            self._deadline = None
         if self._others is not None:
             others, self._others = self._others, None
             for task, token in others:
@@ -278,14 +292,15 @@ class _Future:
             self._task = task
             task.token = self._token = token = next(driver._tokens)  # type: ignore[union-attr]
             if timeout is not None:
-                self._deadline = driver._add_deadline(driver.env._now + timeout, token, self)
+                self._when = driver.env._now + timeout
+                fresh = driver._fresh
+                fresh.append(self)
+                if len(fresh) > 8192:
+                    driver._compact_fresh()
             try:
                 await _suspend()
             finally:
                 self._task = None
-                if self._deadline is not None:
-                    driver._drop_deadline(self._deadline)
-                    self._deadline = None
         if self._exc is not None:
             raise self._exc
         return self._value
@@ -400,6 +415,11 @@ class Deadlock(RuntimeError):
     """
 
 
+def _live(entry: tuple[float, int, _Future]) -> bool:
+    fut = entry[2]
+    return fut._task is not None and fut._token == entry[1] and not fut._done
+
+
 class SimDriver:
     """Runs coroutines in the virtual time of `env` (a fresh SimPy environment by default)."""
 
@@ -408,40 +428,38 @@ class SimDriver:
         self.current: _Task | None = None
         self._ready: deque[_Task] = deque()
         self._tokens = itertools.count(1)
-        # Future deadlines: [time, token, future]; future None once resolved (lazy deletion).
-        self._deadlines: list[list[Any]] = []
-        self._dead_deadlines = 0
+        # Deadlines of `Future.wait`. Most asks are answered before the clock moves, so a
+        # waiting future only goes into a plain list; the list is filtered and moved to the
+        # heap of (time, token, future) when the clock is about to move (or it grows long).
+        self._fresh: list[_Future] = []
+        self._deadlines: list[tuple[float, int, _Future]] = []
+        # `future` is on the path of every ask: a C-level partial saves a Python call.
+        self.future: Callable[[], _Future] = functools.partial(_Future, self)  # type: ignore[method-assign]
+        self._deadlines: list[tuple[float, int, _Future]] = []
 
     # -- scheduler ---------------------------------------------------------------
     def _block(self, task: _Task) -> int:
         task.token = token = next(self._tokens)
         return token
 
-    def _add_deadline(self, when: float, token: int, fut: _Future) -> list[Any]:
-        entry = [when, token, fut]
-        heapq.heappush(self._deadlines, entry)
-        return entry
-
-    def _drop_deadline(self, entry: list[Any]) -> None:
-        entry[2] = None
-        self._dead_deadlines += 1
-        if self._dead_deadlines > 4096 and self._dead_deadlines * 2 > len(self._deadlines):
-            self._deadlines = [e for e in self._deadlines if e[2] is not None]
-            heapq.heapify(self._deadlines)
-            self._dead_deadlines = 0
+    def _compact_fresh(self) -> None:
+        self._fresh = [f for f in self._fresh if f._task is not None and not f._done]
 
     def _next_deadline(self) -> float:
         deadlines = self._deadlines
-        while deadlines and deadlines[0][2] is None:
+        if self._fresh:
+            for fut in self._fresh:
+                if fut._task is not None and not fut._done:
+                    heapq.heappush(deadlines, (fut._when, fut._token, fut))
+            self._fresh = []
+        while deadlines and not _live(deadlines[0]):
             heapq.heappop(deadlines)
-            self._dead_deadlines -= 1
         return deadlines[0][0] if deadlines else math.inf
 
     def _fire_deadline(self) -> None:
         when, token, fut = heapq.heappop(self._deadlines)
         if self.env.now < when:
             self.env.run(until=when)  # advance the shared clock; no model event is earlier
-        fut._deadline = None
         fut._on_timeout(token)
 
     def _wake(self, task: _Task, token: int, value: Any = None, exc: BaseException | None = None) -> None:
@@ -454,19 +472,58 @@ class SimDriver:
     def _finish(self, task: _Task, exc: BaseException | None) -> None:
         if task.group is not None:
             task.group._child_done(task, exc)
+        elif task.handle is not None:
+            task.handle.done, task.handle.error = True, exc
+
+    # -- stepping from outside (property tests drive a live system between rules) --------
+    def start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Handle:
+        """Start `fn(*args)` as a top-level task; nothing runs until `advance`."""
+        handle = Handle()
+
+        async def root() -> None:
+            handle.result = await fn(*args)
+
+        task = _Task(self, root(), getattr(fn, "__qualname__", "task"), None)
+        task.handle = handle
+        self._ready.append(task)
+        return handle
+
+    def advance(self, until: Callable[[], bool] | None = None, to: float | None = None) -> None:
+        """Run until `until()` holds or the clock reaches `to` (whichever comes first).
+
+        Raises `Deadlock` when `until` can no longer come true because nothing is scheduled.
+        """
+        env = self.env
+        while True:
+            self._run_ready()
+            if until is not None and until():
+                return
+            t_model = env.peek()
+            t_deadline = self._next_deadline() if self._deadlines or self._fresh else math.inf
+            t_next = min(t_model, t_deadline)
+            if to is not None and t_next > to:
+                if env.now < to:
+                    env.run(until=to)
+                return
+            if t_next == math.inf:
+                raise Deadlock(f"nothing is scheduled at t={env.now} and the awaited condition does not hold")
+            if t_deadline < t_model:
+                self._fire_deadline()
+            else:
+                env.step()
 
     def _run_ready(self) -> None:
         ready = self._ready
+        popleft = ready.popleft
         while ready:
-            task = ready.popleft()
+            task = popleft()
             self.current = task
             try:
-                if task.exc is not None:
+                if task.exc is None:
+                    task.coro.send(task.value)  # a stale value is harmless: waits read their own
+                else:
                     exc, task.exc = task.exc, None
                     task.coro.throw(exc)
-                else:
-                    value, task.value = task.value, None
-                    task.coro.send(value)
             except StopIteration:
                 self._finish(task, None)
             except BaseException as exc:  # noqa: BLE001 - handed to the task's group
@@ -515,7 +572,7 @@ class SimDriver:
                 if done:
                     break
                 t_model = env.peek()
-                t_deadline = self._next_deadline() if self._deadlines else math.inf
+                t_deadline = self._next_deadline() if self._deadlines or self._fresh else math.inf
                 if t_deadline < t_model:
                     self._fire_deadline()
                 elif t_model == math.inf:
