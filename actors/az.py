@@ -20,13 +20,14 @@ Failure handling (SPEC ECS-4, REFERENCE "ECS auto-recovery"):
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from actors.flavors import Flavor
-from actors.host import BuildServer, DestroyServer, HostAgent, ListDomains, RebootServer, StartServer, StopServer
+from actors.host import BuildServer, DestroyServer, HostAgent, RebootServer, Reconcile, StartServer, StopServer
 from actors.host import ResizeServer as ResizeDomain
 from actors.scheduler import GroupPolicy, PlacementRequest, Scheduler
 from actors.servers import Action, ServerState, transition
@@ -153,8 +154,7 @@ class AvailabilityZone(Actor):
         for spec in self.host_specs:
             self.scheduler.add_host(spec.name, spec.vcpus, spec.ram_mb, spec.dedicated_to)
             self.host_state[spec.name] = HostState.UP
-            hv = self.ports[spec.name][0]
-            self.agents[spec.name] = self.ctx.spawn(lambda hv=hv: HostAgent(hv), spec.name)
+            self.agents[spec.name] = self.ctx.spawn(functools.partial(HostAgent, self.ports[spec.name][0]), spec.name)
             self.ctx.start_soon(self._watch, spec.name)
 
     async def receive(self, msg: Any) -> Any:
@@ -312,9 +312,11 @@ class AvailabilityZone(Actor):
                 self._host_down(host)
                 return
             try:
-                if await power.status() is PowerState.ON:
+                state = await power.status()
+                if state is PowerState.ON:
                     await power.power_off()
-                if await power.status() is PowerState.OFF and self.host_state[host] is HostState.SUSPECT:
+                    state = await power.status()
+                if state is PowerState.OFF and self.host_state[host] is HostState.SUSPECT:
                     self.ctx.emit("HostFenced", host=host)
                     self._host_down(host)
                     return
@@ -337,6 +339,9 @@ class AvailabilityZone(Actor):
             reason = self._not_recoverable(rec, now)
             if reason:
                 self.ctx.emit("ServerDown", server=sid, tenant=rec.tenant, host=host, reason=reason)
+                if rec.auto_recovery and not rec.flavor.has_local_disk and rec.last_recovered is not None:
+                    # the 12 h limit is a rate limit: if its host is still down then, rebuild it
+                    self.ctx.start_soon(self._recover_when_allowed, sid, rec.last_recovered)
             else:
                 self.ctx.emit("RecoveryQueued", server=sid, tenant=rec.tenant, host=host)
                 self._enqueue(sid)
@@ -402,6 +407,14 @@ class AvailabilityZone(Actor):
         rec.last_recovered = self.ctx.now()
         self.ctx.emit("ServerRecovered", server=sid, tenant=rec.tenant, from_host=old, to_host=new)
 
+    async def _recover_when_allowed(self, sid: str, last_recovered: float) -> None:
+        await self.ctx.sleep(last_recovered + self.settings.min_interval_s - self.ctx.now())
+        rec = self.servers.get(sid)
+        if rec is not None and rec.state is ServerState.DOWN and rec.host is not None \
+                and self.host_state[rec.host] is not HostState.UP:
+            self.ctx.emit("RecoveryQueued", server=sid, tenant=rec.tenant, host=rec.host)
+            self._enqueue(sid)
+
     async def _requeue_later(self, sid: str) -> None:
         await self.ctx.sleep(self.settings.build_retry_s)
         self._enqueue(sid)
@@ -443,19 +456,21 @@ class AvailabilityZone(Actor):
             self._retry_waiting()
 
     async def _reconcile_once(self, host: str) -> None:
-        agent = self.agents[host]
-        for dom in await agent.ask(ListDomains(), timeout=HOST_OP_TIMEOUT):
-            rec = self.servers.get(dom.server_id)
-            if rec is None or rec.host != host:
-                await agent.ask(DestroyServer(dom.server_id), timeout=HOST_OP_TIMEOUT)
-                self.ctx.emit("StaleDomainRemoved", host=host, server=dom.server_id)
-            elif rec.state is ServerState.DOWN and not rec.busy:
-                rec.busy = True  # no recovery attempt may start it elsewhere meanwhile
-                self.waiting.pop(rec.id, None)
-                self.pending.pop(rec.id, None)
-                try:
-                    await agent.ask(StartServer(rec.id), timeout=HOST_OP_TIMEOUT)
-                finally:
-                    rec.busy = False
-                rec.state = transition(rec.id, rec.state, Action.HOST_RETURNED)
-                self.ctx.emit("ServerRestarted", server=rec.id, tenant=rec.tenant, host=host)
+        bound = {sid: self.servers[sid] for sid in self.scheduler.servers_on(host)}
+        restart = {sid for sid, rec in bound.items() if rec.state is ServerState.DOWN and not rec.busy}
+        for sid in restart:
+            rec = bound[sid]
+            rec.busy = True  # no recovery attempt may start it elsewhere meanwhile
+            self.waiting.pop(sid, None)
+            self.pending.pop(sid, None)
+        try:
+            done = await self.agents[host].ask(Reconcile(frozenset(bound), frozenset(restart)), timeout=HOST_OP_TIMEOUT)
+        finally:
+            for sid in restart:
+                bound[sid].busy = False
+        for sid in done.removed:
+            self.ctx.emit("StaleDomainRemoved", host=host, server=sid)
+        for sid in done.started:
+            rec = bound[sid]
+            rec.state = transition(sid, rec.state, Action.HOST_RETURNED)
+            self.ctx.emit("ServerRestarted", server=sid, tenant=rec.tenant, host=host)

@@ -55,6 +55,20 @@ class ListDomains:
     pass
 
 
+@attrs.frozen
+class Reconcile:
+    """After the host returns: undefine every domain not in `keep`, start those in `start`."""
+
+    keep: frozenset[str]
+    start: frozenset[str]
+
+
+@attrs.frozen
+class Reconciled:
+    removed: tuple[str, ...]
+    started: tuple[str, ...]
+
+
 class HostAgent(Actor):
     def __init__(self, hypervisor: Hypervisor) -> None:
         self.hv = hypervisor
@@ -76,6 +90,8 @@ class HostAgent(Actor):
                 return self._later(lambda: hv.undefine(sid))
             case ListDomains():
                 return self._later(hv.list)
+            case Reconcile(keep, start):
+                return self._later(lambda: self._reconcile(keep, start))
         return await super().receive(msg)
 
     def _later(self, op: Callable[[], Awaitable[Any]]) -> Any:
@@ -105,3 +121,14 @@ class HostAgent(Actor):
     async def _reboot(self, sid: str) -> None:
         await self.hv.stop(sid)
         await self.hv.start(sid)
+
+    async def _reconcile(self, keep: frozenset[str], start: frozenset[str]) -> Reconciled:
+        removed, started = [], []
+        for dom in await self.hv.list():
+            if dom.server_id not in keep:
+                await self.hv.undefine(dom.server_id)
+                removed.append(dom.server_id)
+            elif dom.server_id in start and not dom.running:
+                await self.hv.start(dom.server_id)
+                started.append(dom.server_id)
+        return Reconciled(tuple(removed), tuple(started))

@@ -6,6 +6,7 @@ can place anything outside the region it chose (GEO-3).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,8 +51,7 @@ class Region(Actor):
         for az in self.topology.region.azs:
             hosts = self.topology.hosts_in(az)
             ports = {h.name: self.ports[h.name] for h in hosts}
-            self.azs[az] = self.ctx.spawn(
-                lambda az=az, hosts=hosts, ports=ports: AvailabilityZone(az, hosts, ports, self.settings), az)
+            self.azs[az] = self.ctx.spawn(functools.partial(AvailabilityZone, az, hosts, ports, self.settings), az)
 
     async def receive(self, msg: Any) -> Any:
         match msg:

@@ -103,6 +103,7 @@ def scale(hosts: int, servers: int, days: float, seed: int, console: Console | N
 
         def progress(now: float, total: float) -> None:
             bar.update(task, completed=now, days=f"day {now / 86400:.0f}/{total / 86400:.0f}")
+    cpu_started = time.process_time()
     try:
         report = runner.run(scn, seed, None, progress)
     finally:
@@ -111,6 +112,7 @@ def scale(hosts: int, servers: int, days: float, seed: int, console: Console | N
     return {
         "hosts": hosts, "servers": servers, "days": days, "seed": seed,
         "wall_seconds": report["wall_seconds"],
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "events": report["events"],
         "faults": report["faults"],

@@ -97,12 +97,12 @@ def _empty_world() -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sim import bench
+    from sim.bench import kernel, scale
 
     if args.what == "kernel":
-        result = bench.kernel(args.n)
+        result = kernel(args.n)
     else:
-        result = bench.scale(args.hosts, args.servers, args.days, args.seed, None if args.json else console)
+        result = scale(args.hosts, args.servers, args.days, args.seed, None if args.json else console)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

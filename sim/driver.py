@@ -290,12 +290,12 @@ class _Future:
                 return await self._wait_another(task, timeout)  # type: ignore[arg-type]
             driver = self.driver
             self._task = task
-            task.token = self._token = token = next(driver._tokens)  # type: ignore[union-attr]
+            task.token = self._token = next(driver._tokens)  # type: ignore[union-attr]
             if timeout is not None:
                 self._when = driver.env._now + timeout
                 fresh = driver._fresh
                 fresh.append(self)
-                if len(fresh) > 8192:
+                if len(fresh) > driver._fresh_limit:
                     driver._compact_fresh()
             try:
                 await _suspend()
@@ -432,10 +432,10 @@ class SimDriver:
         # waiting future only goes into a plain list; the list is filtered and moved to the
         # heap of (time, token, future) when the clock is about to move (or it grows long).
         self._fresh: list[_Future] = []
+        self._fresh_limit = 8192
         self._deadlines: list[tuple[float, int, _Future]] = []
         # `future` is on the path of every ask: a C-level partial saves a Python call.
         self.future: Callable[[], _Future] = functools.partial(_Future, self)  # type: ignore[method-assign]
-        self._deadlines: list[tuple[float, int, _Future]] = []
 
     # -- scheduler ---------------------------------------------------------------
     def _block(self, task: _Task) -> int:
@@ -444,6 +444,7 @@ class SimDriver:
 
     def _compact_fresh(self) -> None:
         self._fresh = [f for f in self._fresh if f._task is not None and not f._done]
+        self._fresh_limit = max(8192, 2 * len(self._fresh))  # amortised O(1) when most still wait
 
     def _next_deadline(self) -> float:
         deadlines = self._deadlines

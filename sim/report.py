@@ -40,7 +40,7 @@ class Metrics:
 def build(scenario: Scenario, seed: int, snapshot: RegionSnapshot, world: World, metrics: Metrics,
           events: int, sha256: str, sim_seconds: float, wall_seconds: float, actor_restarts: int) -> dict[str, Any]:
     counts = Counter[str]()
-    down_hosts = set()
+    down_hosts: set[str] = set()
     for az in snapshot.azs:
         down_hosts.update(az.hosts_down)
         for s in az.servers:

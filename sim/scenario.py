@@ -90,7 +90,8 @@ class _Reader:
                 end = nxt[0] if nxt else len(self.lines)
             for name, idx in parts[1:] or parts[:1]:
                 key = name.strip('"')
-                hits = [i for i in range(start, end) if re.search(rf"(^|[\s{{,\"]){re.escape(key)}\"?\s*=", self.lines[i])]
+                pattern = re.compile(rf"(^|[\s{{,\"]){re.escape(key)}\"?\s*=")
+                hits = [i for i in range(start, end) if pattern.search(self.lines[i])]
                 if hits:
                     start = hits[min(int(idx or 0), len(hits) - 1)] if idx else hits[0]
         return start + 1
@@ -137,7 +138,8 @@ class _Reader:
             return float(value)
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
         if not match:
-            raise self.error(path, f"{value!r} is not a duration", 'seconds as a number, or "90s", "30m", "6h", "30d", "2w"')
+            raise self.error(path, f"{value!r} is not a duration",
+                             'seconds as a number, or "90s", "30m", "6h", "30d", "2w"')
         return float(match[1]) * _UNITS[match[2]]
 
 
@@ -218,7 +220,8 @@ def _topology(r: _Reader, value: Any) -> Topology:
     for i, d in enumerate(t.get("dedicated", [])):
         d = r.table(d, f"topology.dedicated[{i}]", ("tenant", "az", "hosts"), ("tenant", "az", "hosts"))
         az = r.choice(d["az"], f"topology.dedicated[{i}].az", list(region.azs))
-        dedicated.setdefault(az, []).append((str(d["tenant"]), r.integer(d["hosts"], f"topology.dedicated[{i}].hosts", 1)))
+        count = r.integer(d["hosts"], f"topology.dedicated[{i}].hosts", 1)
+        dedicated.setdefault(az, []).append((str(d["tenant"]), count))
     try:
         return build_topology(region, counts, r.integer(shape["vcpus"], "topology.host.vcpus", 1),
                               int(r.number(shape["ram_gb"], "topology.host.ram_gb", 1) * 1024),

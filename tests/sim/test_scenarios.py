@@ -178,3 +178,27 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["sim", str(unknown), "--quiet", "--out", str(tmp_path / "u")]) == 2
     assert not (tmp_path / "u").exists()
     assert main(["sim", str(tmp_path / "missing.toml"), "--quiet"]) == 2
+
+
+def test_the_12_hour_limit_delays_a_recovery_it_does_not_cancel_it_ECS_4(tmp_path: Path) -> None:
+    scn = scenario.parse(BASE + """
+[[tenants]]
+name = "a"
+servers = [{ count = 1, flavor = "s3.large.2", az = "eu-west-0a", auto_recovery = true }]
+[[failures.schedule]]
+at = "1h"
+fault = "host-crash"
+target = "eu-west-0a-h00001"
+[[failures.schedule]]
+at = "3h"
+fault = "host-crash"
+target = "eu-west-0a-h00002"
+""", "t.toml")
+    report = runner.run(scn, out_dir=tmp_path)
+    # h1 and h2 never return: rebuilt on h2 at ~1 h, then again only once 12 h have passed.
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    recovered = [e["t"] for e in events if e["kind"] == "ServerRecovered"]
+    assert len(recovered) == 2
+    assert recovered[0] < 2 * 3600
+    assert 13 * 3600 <= recovered[1] < 13 * 3600 + 300
+    assert report["servers"]["running"] == 1 and report["servers"]["lost"] == 0
