@@ -27,7 +27,16 @@ from typing import Any
 import attrs
 
 from actors.flavors import Flavor
-from actors.host import BuildServer, DestroyServer, HostAgent, RebootServer, Reconcile, StartServer, StopServer
+from actors.host import (
+    BuildServer,
+    DestroyServer,
+    HostAgent,
+    RebootServer,
+    Reconcile,
+    Reconciled,
+    StartServer,
+    StopServer,
+)
 from actors.host import ResizeServer as ResizeDomain
 from actors.scheduler import GroupPolicy, PlacementRequest, Scheduler
 from actors.servers import Action, ServerState, transition
@@ -202,7 +211,6 @@ class AvailabilityZone(Actor):
         host = self.scheduler.place(rec.request())
         rec.host = host
         self.servers[rec.id] = rec
-        self.ctx.emit("ServerBuilding", server=rec.id, tenant=rec.tenant, host=host, flavor=rec.flavor.name)
 
         async def build() -> str:
             try:
@@ -309,7 +317,7 @@ class AvailabilityZone(Actor):
         power = self.ports[host][1]
         while self.host_state[host] is HostState.SUSPECT:
             if not self.settings.fencing:
-                self._host_down(host)
+                self._host_down(host, fenced=False)
                 return
             try:
                 state = await power.status()
@@ -317,34 +325,38 @@ class AvailabilityZone(Actor):
                     await power.power_off()
                     state = await power.status()
                 if state is PowerState.OFF and self.host_state[host] is HostState.SUSPECT:
-                    self.ctx.emit("HostFenced", host=host)
                     self._host_down(host)
                     return
             except CloudError as exc:
                 self.ctx.emit("FenceFailed", host=host, error=str(exc))
             await self.ctx.sleep(self.settings.fence_retry_s)
 
-    def _host_down(self, host: str) -> None:
+    def _host_down(self, host: str, fenced: bool = True) -> None:
+        """Hand the servers of a fenced host to recovery; one event says what became of each."""
         self.host_state[host] = HostState.DOWN
         now = self.ctx.now()
+        queued: list[str] = []
+        down: dict[str, list[str]] = {}
         for sid in self.scheduler.servers_on(host):
             rec = self.servers[sid]
             if rec.state is ServerState.DOWN and not rec.busy and sid not in self.waiting:
                 if not self._not_recoverable(rec, now):  # was being restarted here when lost again
-                    self._enqueue(sid)
+                    queued.append(sid)
                 continue
             if rec.state not in (ServerState.ACTIVE, ServerState.REBOOTING, ServerState.RESIZING):
                 continue
             rec.state = transition(sid, rec.state, Action.HOST_FAILED)
             reason = self._not_recoverable(rec, now)
-            if reason:
-                self.ctx.emit("ServerDown", server=sid, tenant=rec.tenant, host=host, reason=reason)
-                if rec.auto_recovery and not rec.flavor.has_local_disk and rec.last_recovered is not None:
-                    # the 12 h limit is a rate limit: if its host is still down then, rebuild it
-                    self.ctx.start_soon(self._recover_when_allowed, sid, rec.last_recovered)
-            else:
-                self.ctx.emit("RecoveryQueued", server=sid, tenant=rec.tenant, host=host)
-                self._enqueue(sid)
+            if not reason:
+                queued.append(sid)
+                continue
+            down.setdefault(reason, []).append(sid)
+            if rec.auto_recovery and not rec.flavor.has_local_disk and rec.last_recovered is not None:
+                # the 12 h limit is a rate limit: if its host is still down then, rebuild it
+                self.ctx.start_soon(self._recover_when_allowed, sid, rec.last_recovered)
+        self.ctx.emit("HostFenced" if fenced else "HostPresumedDown", host=host, recovering=queued, down=down)
+        for sid in queued:
+            self._enqueue(sid)
 
     def _not_recoverable(self, rec: ServerRecord, now: float) -> str:
         if not rec.auto_recovery:
@@ -412,7 +424,7 @@ class AvailabilityZone(Actor):
         rec = self.servers.get(sid)
         if rec is not None and rec.state is ServerState.DOWN and rec.host is not None \
                 and self.host_state[rec.host] is not HostState.UP:
-            self.ctx.emit("RecoveryQueued", server=sid, tenant=rec.tenant, host=rec.host)
+            self.ctx.emit("RecoveryRetried", server=sid, tenant=rec.tenant, host=rec.host)
             self._enqueue(sid)
 
     async def _requeue_later(self, sid: str) -> None:
@@ -438,7 +450,7 @@ class AvailabilityZone(Actor):
         """Destroy stale copies, restart what is still bound here; retry until done or lost again."""
         while self.host_state[host] is HostState.RETURNING:
             try:
-                await self._reconcile_once(host)
+                done = await self._reconcile_once(host)
             except CloudError as exc:
                 self.ctx.emit("HostReconcileFailed", host=host, error=str(exc))
                 await self.ctx.sleep(self.settings.build_retry_s)
@@ -452,10 +464,11 @@ class AvailabilityZone(Actor):
                     self._enqueue(sid)  # its copy on this host is gone: rebuild it
             self.host_state[host] = HostState.UP
             self.scheduler.set_enabled(host, True)
-            self.ctx.emit("HostReturned", host=host, fenced=True)
+            self.ctx.emit("HostReturned", host=host, fenced=True, removed=list(done.removed),
+                          restarted=list(done.started))
             self._retry_waiting()
 
-    async def _reconcile_once(self, host: str) -> None:
+    async def _reconcile_once(self, host: str) -> Reconciled:
         bound = {sid: self.servers[sid] for sid in self.scheduler.servers_on(host)}
         restart = {sid for sid, rec in bound.items() if rec.state is ServerState.DOWN and not rec.busy}
         for sid in restart:
@@ -464,13 +477,12 @@ class AvailabilityZone(Actor):
             self.waiting.pop(sid, None)
             self.pending.pop(sid, None)
         try:
-            done = await self.agents[host].ask(Reconcile(frozenset(bound), frozenset(restart)), timeout=HOST_OP_TIMEOUT)
+            done: Reconciled = await self.agents[host].ask(Reconcile(frozenset(bound), frozenset(restart)),
+                                                          timeout=HOST_OP_TIMEOUT)
         finally:
             for sid in restart:
                 bound[sid].busy = False
-        for sid in done.removed:
-            self.ctx.emit("StaleDomainRemoved", host=host, server=sid)
         for sid in done.started:
             rec = bound[sid]
             rec.state = transition(sid, rec.state, Action.HOST_RETURNED)
-            self.ctx.emit("ServerRestarted", server=sid, tenant=rec.tenant, host=host)
+        return done

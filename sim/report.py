@@ -35,6 +35,8 @@ class Metrics:
             stopped = self.world.stopped_at.get(fields["server"])
             if stopped is not None:
                 self.recovery_s.append(time - stopped)
+        elif kind in ("HostFenced", "HostPresumedDown"):
+            self.kinds["ServerDown"] += sum(len(ids) for ids in fields["down"].values())
 
 
 def build(scenario: Scenario, seed: int, snapshot: RegionSnapshot, world: World, metrics: Metrics,

@@ -19,7 +19,7 @@ from actors.az import RecoverySettings
 from actors.flavors import FLAVORS
 from actors.quotas import RESOURCES
 from actors.scheduler import GroupPolicy
-from actors.topology import DEFAULTS, REGIONS, Topology, build_topology
+from actors.topology import DEFAULTS, RegionInfo, Topology, build_topology, load_regions
 from runtime.errors import ConfigError
 from sim.failures import FAULTS, PRESETS, ScheduledFault
 from sim.hosts import HostTiming
@@ -158,13 +158,22 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from exc
     r = _Reader(source, text)
-    r.table(data, "(top level)", ("scenario", "topology", "timing", "recovery", "tenants", "failures", "expect"),
+    r.table(data, "(top level)", ("scenario", "regions", "topology", "timing", "recovery", "tenants", "failures",
+                                  "expect"),
             ("scenario", "topology"))
     meta = r.table(data["scenario"], "scenario", ("name", "seed", "duration", "description"), ("name", "duration"))
     run_seed = seed if seed is not None else r.integer(meta.get("seed", 0), "scenario.seed")
     duration = r.duration(meta["duration"], "scenario.duration")
 
-    topology = _topology(r, data["topology"])
+    partners = r.table(data.get("regions", {}), "regions", tuple(data.get("regions", {})))
+    for name, table in partners.items():
+        r.table(table, f"regions.{name}", ("city", "currency", "azs", "only_for", "inter_az_latency_ms",
+                                          "intra_az_latency_ms"), ("city", "azs"))
+    try:
+        regions = load_regions(partners)
+    except ConfigError as exc:
+        raise r.error("regions", exc.problem, exc.valid) from None
+    topology = _topology(r, data["topology"], regions)
     timing_fields = [f.name for f in attrs.fields(HostTiming)]
     timing_tab = r.table(data.get("timing", {}), "timing", tuple(timing_fields))
     timing = HostTiming(**{k: r.number(v, f"timing.{k}") for k, v in timing_tab.items()})
@@ -203,9 +212,9 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
                     preset, faults, expectations)
 
 
-def _topology(r: _Reader, value: Any) -> Topology:
+def _topology(r: _Reader, value: Any, regions: dict[str, RegionInfo]) -> Topology:
     t = r.table(value, "topology", ("region", "hosts_per_az", "host", "dedicated"), ("region", "hosts_per_az"))
-    region = REGIONS[r.choice(t["region"], "topology.region", sorted(REGIONS))]
+    region = regions[r.choice(t["region"], "topology.region", sorted(regions))]
     per_az = t["hosts_per_az"]
     if isinstance(per_az, dict):
         for az in per_az:

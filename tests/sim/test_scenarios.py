@@ -202,3 +202,19 @@ target = "eu-west-0a-h00002"
     assert recovered[0] < 2 * 3600
     assert 13 * 3600 <= recovered[1] < 13 * 3600 + 300
     assert report["servers"]["running"] == 1 and report["servers"]["lost"] == 0
+
+
+def test_a_partner_region_comes_from_configuration_GEO_1() -> None:
+    text = BASE.replace('region = "eu-west-0"', 'region = "us-east-99"') + """
+[regions.us-east-99]
+city = "Partner"
+currency = "USD"
+azs = ["us-east-99a"]
+[[tenants]]
+name = "a"
+servers = [{ count = 2, flavor = "s3.large.2", az = "us-east-99a" }]
+"""
+    report = runner.run(scenario.parse(text, "t.toml"))
+    assert report["servers"]["running"] == 2 and report["hosts"]["total"] == 4
+    with pytest.raises(scenario.ConfigError, match="regions.us-east-99: missing required key 'azs'"):
+        scenario.parse(text.replace('azs = ["us-east-99a"]', ""), "t.toml")
