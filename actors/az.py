@@ -236,10 +236,18 @@ class AvailabilityZone(Actor):
         host = rec.host
         assert host is not None
 
+        previous, rec.state = rec.state, new_state  # the target, or REBOOTING while it lasts
+
         async def run() -> None:
-            await self.agents[host].ask(message(sid), timeout=HOST_OP_TIMEOUT)
-            rec.state = new_state
-            self.ctx.emit("ServerStateChanged", server=sid, tenant=rec.tenant, state=new_state.value)
+            try:
+                await self.agents[host].ask(message(sid), timeout=HOST_OP_TIMEOUT)
+            except CloudError:
+                if rec.state is new_state:  # not overtaken by a host failure meanwhile
+                    rec.state = previous
+                raise
+            if rec.state is ServerState.REBOOTING:
+                rec.state = transition(sid, rec.state, Action.DONE)
+            self.ctx.emit("ServerStateChanged", server=sid, tenant=rec.tenant, state=rec.state.value)
         self._background(self.ctx.defer(), rec, run)
 
     def _resize(self, sid: str, flavor: Flavor) -> None:
@@ -264,9 +272,11 @@ class AvailabilityZone(Actor):
                 self.scheduler.release(sid)
                 rec.flavor = old
                 self.scheduler.claim(host, rec.request())
-                rec.state = transition(sid, rec.state, Action.FAILED)
+                if rec.state is ServerState.RESIZING:  # not overtaken by a host failure meanwhile
+                    rec.state = transition(sid, rec.state, Action.FAILED)
                 raise
-            rec.state = transition(sid, rec.state, Action.DONE)
+            if rec.state is ServerState.RESIZING:
+                rec.state = transition(sid, rec.state, Action.DONE)
             self.ctx.emit("ServerResized", server=sid, tenant=rec.tenant, flavor=flavor.name)
         self._background(self.ctx.defer(), rec, run)
 
@@ -286,6 +296,7 @@ class AvailabilityZone(Actor):
             rec.state = ServerState.DELETED
             del self.servers[sid]
             self.waiting.pop(sid, None)
+            self.pending.pop(sid, None)
             self.ctx.emit("ServerDeleted", server=sid, tenant=rec.tenant)
             self._retry_waiting()
         self._background(self.ctx.defer(), rec, run)
@@ -386,7 +397,10 @@ class AvailabilityZone(Actor):
 
     async def _recover(self, sid: str) -> None:
         rec = self.servers.get(sid)
-        if rec is None or rec.state is not ServerState.DOWN or rec.busy:
+        if rec is None or rec.state is not ServerState.DOWN:
+            return
+        if rec.busy:  # an operation that its host's failure will end: try again after it
+            self.ctx.start_soon(self._requeue_later, sid)
             return
         old = rec.host
         assert old is not None

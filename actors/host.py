@@ -6,12 +6,12 @@ ends) and holds no business rules: the AZ decides what runs where.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from typing import Any
 
 import attrs
 
-from runtime.actor import Actor
+from runtime.actor import Actor, Reply
 from runtime.errors import ActorCrashed, CloudError, Conflict
 from runtime.ports import DomainSpec, Hypervisor
 
@@ -75,40 +75,40 @@ class HostAgent(Actor):
 
     async def receive(self, msg: Any) -> Any:
         hv = self.hv
+        op: Coroutine[Any, Any, Any]
         match msg:
             case BuildServer(spec):
-                return self._later(lambda: self._build(spec))
+                op = self._build(spec)
             case StartServer(sid):
-                return self._later(lambda: hv.start(sid))
+                op = hv.start(sid)
             case StopServer(sid):
-                return self._later(lambda: hv.stop(sid))
+                op = hv.stop(sid)
             case RebootServer(sid):
-                return self._later(lambda: self._reboot(sid))
+                op = self._reboot(sid)
             case ResizeServer(sid, vcpus, ram_mb):
-                return self._later(lambda: hv.resize(sid, vcpus, ram_mb))
+                op = hv.resize(sid, vcpus, ram_mb)
             case DestroyServer(sid):
-                return self._later(lambda: hv.undefine(sid))
+                op = hv.undefine(sid)
             case ListDomains():
-                return self._later(hv.list)
+                op = hv.list()
             case Reconcile(keep, start):
-                return self._later(lambda: self._reconcile(keep, start))
-        return await super().receive(msg)
-
-    def _later(self, op: Callable[[], Awaitable[Any]]) -> Any:
-        reply = self.ctx.defer()
-
-        async def run() -> None:
-            try:
-                result = await op()
-            except CloudError as exc:
-                reply.fail(exc)
-            except Exception as exc:
-                reply.fail(ActorCrashed(self.ctx.path, f"host operation failed: {exc!r}"))
-                raise
-            else:
-                reply.set(result)
-        self.ctx.start_soon(run)
+                op = self._reconcile(keep, start)
+            case _:
+                return await super().receive(msg)
+        self.ctx.start_soon(self._answer, self.ctx.defer(), op)
         return None
+
+    async def _answer(self, reply: Reply, op: Coroutine[Any, Any, Any]) -> None:
+        """Run one operation concurrently with the others and answer its request."""
+        try:
+            result = await op
+        except CloudError as exc:
+            reply.fail(exc)
+        except Exception as exc:
+            reply.fail(ActorCrashed(self.ctx.path, f"host operation failed: {exc!r}"))
+            raise
+        else:
+            reply.set(result)
 
     async def _build(self, spec: DomainSpec) -> None:
         try:

@@ -88,6 +88,7 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
             async with driver.task_group() as tg:
                 for tenant in scenario.tenants:
                     tg.start_soon(_populate, system, region, tenant)
+            gc.freeze()  # the fleet lives as long as the run: keep it out of every collection
             await driver.sleep(scenario.duration_s - driver.now())
             snapshot: RegionSnapshot = await region.ask(Snapshot())
             return snapshot
@@ -100,6 +101,7 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
     try:
         snapshot = driver.run(main)
     finally:
+        gc.unfreeze()
         gc.set_threshold(*thresholds)
         if out is not None:
             out.close()
