@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import attrs
+import simpy
+
 from actors.region import RegionSnapshot
 from runtime.errors import ConfigError
 from sim.hosts import World
@@ -119,8 +122,11 @@ def check(e: Expectation, report: dict[str, Any]) -> dict[str, Any]:
             "expected": e.equals if e.min is None and e.max is None else {"min": e.min, "max": e.max}}
 
 
-def validate_expectations(scenario: Scenario, template: dict[str, Any]) -> None:
-    valid = known_paths(template)
+def validate_expectations(scenario: Scenario) -> None:
+    """Refuse, before running, an `[expect]` entry that names no figure of the report."""
+    empty = build(attrs.evolve(scenario, expect=()), scenario.seed, RegionSnapshot(()), World(simpy.Environment()),
+                  Metrics(World(simpy.Environment())), 0, "", 0.0, 0.0, 0)
+    valid = known_paths(empty)
     for e in scenario.expect:
         if e.name not in valid:
             raise ConfigError(f"{scenario.source}: expect.\"{e.name}\"", "not a figure of the report",
