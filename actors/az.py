@@ -236,17 +236,24 @@ class AvailabilityZone(Actor):
         host = rec.host
         assert host is not None
 
-        previous, rec.state = rec.state, new_state  # the target, or REBOOTING while it lasts
+        # The state changes when the host has done it; only a reboot has a state of its own meanwhile.
+        before = rec.state
+        if new_state is ServerState.REBOOTING:
+            rec.state = new_state
 
         async def run() -> None:
             try:
                 await self.agents[host].ask(message(sid), timeout=HOST_OP_TIMEOUT)
             except CloudError:
-                if rec.state is new_state:  # not overtaken by a host failure meanwhile
-                    rec.state = previous
+                if rec.state is ServerState.REBOOTING:  # not overtaken by a host failure meanwhile
+                    rec.state = transition(sid, rec.state, Action.FAILED)
                 raise
             if rec.state is ServerState.REBOOTING:
                 rec.state = transition(sid, rec.state, Action.DONE)
+            elif rec.state is before:
+                rec.state = new_state
+            else:  # its host failed meanwhile: the failure handling owns the state now
+                return
             self.ctx.emit("ServerStateChanged", server=sid, tenant=rec.tenant, state=rec.state.value)
         self._background(self.ctx.defer(), rec, run)
 

@@ -153,6 +153,12 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
     yield request.param
 
 
+@pytest.fixture(params=[p for p in BENCHES if p.values[0].can_cut])
+def cuttable_bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
+    """Only the benches that can cut a host off (not the in-process test:/// driver)."""
+    yield request.param
+
+
 @pytest.fixture
 def run_hypervisor(bench: Bench) -> Callable[[Body], None]:
     return lambda body: bench.run(body, "hypervisor")

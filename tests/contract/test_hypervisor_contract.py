@@ -193,10 +193,7 @@ def test_answering_host_is_not_reported_unreachable(run_hypervisor: Run) -> None
     run_hypervisor(body)
 
 
-def test_host_that_stops_answering_is_noticed_and_comes_back(bench: Bench, run_hypervisor: Run) -> None:
-    if not bench.can_cut:
-        pytest.skip("the in-process test:/// driver cannot lose its host")
-
+def test_host_that_stops_answering_is_noticed_and_comes_back(cuttable_bench: Bench) -> None:
     async def body(rig: Rig) -> None:
         await rig.hv.define(rig.spec("a"))
         await rig.hv.start(rig.sid("a"))
@@ -212,7 +209,7 @@ def test_host_that_stops_answering_is_noticed_and_comes_back(bench: Bench, run_h
         # A partition stops nothing: the server still runs.
         assert await mine(rig) == [DomainInfo(rig.sid("a"), 1, 64, True)]
 
-    run_hypervisor(body)
+    cuttable_bench.run(body, "hypervisor")
 
 
 # -- the libvirt adapter only ---------------------------------------------------

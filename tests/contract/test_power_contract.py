@@ -39,10 +39,7 @@ def test_power_off_and_on_are_idempotent_and_show_in_status(run_power: Run) -> N
     run_power(body)
 
 
-def test_power_controller_that_stops_answering_is_unreachable(bench: Bench, run_power: Run) -> None:
-    if not bench.can_cut:
-        pytest.skip("the in-process test:/// driver cannot lose its power controller")
-
+def test_power_controller_that_stops_answering_is_unreachable(cuttable_bench: Bench) -> None:
     async def body(rig: Rig) -> None:
         assert await rig.power.status() is PowerState.ON
         rig.cut()
@@ -55,4 +52,4 @@ def test_power_controller_that_stops_answering_is_unreachable(bench: Bench, run_
         with rig.driver.fail_after(60):
             assert await rig.power.status() is PowerState.ON
 
-    run_power(body)
+    cuttable_bench.run(body, "power")
