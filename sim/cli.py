@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidRequest as exc:
         console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         return 2
+    except KeyboardInterrupt:
+        console.print("interrupted: the events so far are in the output folder's events.jsonl; no report written")
+        return 130
 
 
 if __name__ == "__main__":
