@@ -218,3 +218,19 @@ servers = [{ count = 2, flavor = "s3.large.2", az = "us-east-99a" }]
     assert report["servers"]["running"] == 2 and report["hosts"]["total"] == 4
     with pytest.raises(scenario.ConfigError, match="regions.us-east-99: missing required key 'azs'"):
         scenario.parse(text.replace('azs = ["us-east-99a"]', ""), "t.toml")
+
+
+def test_a_run_does_not_depend_on_the_interpreter_hash_seed(tmp_path: Path) -> None:
+    """Set and dict orders of strings change with PYTHONHASHSEED; the event log must not."""
+    import os
+    import subprocess
+    import sys
+
+    hashes = []
+    for hash_seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-m", "sim.cli", "sim", str(SCENARIOS[-1]), "--quiet", "--json",
+                              "--out", str(tmp_path / hash_seed)],
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).parents[2])
+        hashes.append(json.loads(out.stdout)["event_log_sha256"])
+    assert hashes[0] == hashes[1]
