@@ -46,6 +46,7 @@ from runtime.errors import CloudError, Conflict, InvalidRequest, NoCapacity, Not
 from runtime.ports import DomainSpec, Hypervisor, Power, PowerState
 
 HOST_OP_TIMEOUT = 600.0
+RECONCILE_AGAIN_S = 5.0
 
 
 @attrs.frozen
@@ -219,6 +220,7 @@ class AvailabilityZone(Actor):
                 self.scheduler.release(rec.id)
                 del self.servers[rec.id]
                 self.ctx.emit("ServerBuildFailed", server=rec.id, tenant=rec.tenant, host=host, error=str(exc))
+                self.ctx.start_soon(self._clean_up, host)
                 self._retry_waiting()
                 raise
             rec.state = transition(rec.id, rec.state, Action.BUILT)
@@ -293,7 +295,7 @@ class AvailabilityZone(Actor):
         host = rec.host
 
         async def run() -> None:
-            if host is not None and self.host_state[host] is HostState.UP:
+            if host is not None and self.host_state[host] is not HostState.DOWN:
                 try:
                     await self.agents[host].ask(DestroyServer(sid), timeout=HOST_OP_TIMEOUT)
                 except NotFound:
@@ -339,7 +341,7 @@ class AvailabilityZone(Actor):
                 return
             try:
                 state = await power.status()
-                if state is PowerState.ON:
+                if state is PowerState.ON and self.host_state[host] is HostState.SUSPECT:
                     await power.power_off()
                     state = await power.status()
                 if state is PowerState.OFF and self.host_state[host] is HostState.SUSPECT:
@@ -432,6 +434,7 @@ class AvailabilityZone(Actor):
             self.scheduler.claim(old, rec.request())
             rec.host, rec.state = old, transition(sid, rec.state, Action.FAILED)
             self.ctx.emit("RecoveryFailed", server=sid, tenant=rec.tenant, host=new, error=str(exc))
+            self.ctx.start_soon(self._clean_up, new)
             self.ctx.start_soon(self._requeue_later, sid)
             return
         finally:
@@ -448,6 +451,23 @@ class AvailabilityZone(Actor):
             self.ctx.emit("RecoveryRetried", server=sid, tenant=rec.tenant, host=rec.host)
             self._enqueue(sid)
 
+    async def _clean_up(self, host: str) -> None:
+        """After a failed build: remove what it may have left on the host, once it answers.
+
+        A host that goes down meanwhile is cleaned when it returns (`_reconcile`)."""
+        while True:
+            await self.ctx.sleep(self.settings.build_retry_s)
+            if self.host_state[host] is not HostState.UP:
+                return
+            keep = frozenset(self.scheduler.servers_on(host))
+            try:
+                done = await self.agents[host].ask(Reconcile(keep, frozenset()), timeout=HOST_OP_TIMEOUT)
+            except CloudError:
+                continue
+            if done.removed:
+                self.ctx.emit("StaleDomainsRemoved", host=host, removed=list(done.removed))
+            return
+
     async def _requeue_later(self, sid: str) -> None:
         await self.ctx.sleep(self.settings.build_retry_s)
         self._enqueue(sid)
@@ -458,12 +478,8 @@ class AvailabilityZone(Actor):
 
     # -- hosts coming back ----------------------------------------------------------------
     def _returned(self, host: str) -> None:
-        state = self.host_state[host]
-        if state is HostState.SUSPECT:  # back before it could be fenced: nothing moved
-            self.host_state[host] = HostState.UP
-            self.scheduler.set_enabled(host, True)
-            self.ctx.emit("HostReturned", host=host, fenced=False)
-        elif state is HostState.DOWN:
+        """Back, fenced or not: nothing was moved if it was not, but it may have rebooted."""
+        if self.host_state[host] in (HostState.SUSPECT, HostState.DOWN):
             self.host_state[host] = HostState.RETURNING
             self.ctx.start_soon(self._reconcile, host)
 
@@ -478,6 +494,10 @@ class AvailabilityZone(Actor):
                 continue
             if self.host_state[host] is not HostState.RETURNING:
                 return
+            if any(self.servers[sid].busy for sid in self.scheduler.servers_on(host)):
+                # an operation begun before the host went away: look again once it has ended
+                await self.ctx.sleep(RECONCILE_AGAIN_S)
+                continue
             now = self.ctx.now()
             for sid in self.scheduler.servers_on(host):
                 rec = self.servers[sid]
@@ -485,13 +505,14 @@ class AvailabilityZone(Actor):
                     self._enqueue(sid)  # its copy on this host is gone: rebuild it
             self.host_state[host] = HostState.UP
             self.scheduler.set_enabled(host, True)
-            self.ctx.emit("HostReturned", host=host, fenced=True, removed=list(done.removed),
-                          restarted=list(done.started))
+            self.ctx.emit("HostReturned", host=host, removed=list(done.removed), restarted=list(done.started))
             self._retry_waiting()
 
     async def _reconcile_once(self, host: str) -> Reconciled:
         bound = {sid: self.servers[sid] for sid in self.scheduler.servers_on(host)}
-        restart = {sid for sid, rec in bound.items() if rec.state is ServerState.DOWN and not rec.busy}
+        # Start what should run here: servers left down, and active ones that a reboot stopped.
+        restart = {sid for sid, rec in bound.items()
+                   if rec.state in (ServerState.DOWN, ServerState.ACTIVE) and not rec.busy}
         for sid in restart:
             rec = bound[sid]
             rec.busy = True  # no recovery attempt may start it elsewhere meanwhile
@@ -505,5 +526,6 @@ class AvailabilityZone(Actor):
                 bound[sid].busy = False
         for sid in done.started:
             rec = bound[sid]
-            rec.state = transition(sid, rec.state, Action.HOST_RETURNED)
+            if rec.state is ServerState.DOWN:
+                rec.state = transition(sid, rec.state, Action.HOST_RETURNED)
         return done

@@ -7,8 +7,9 @@ truth, not from what the control plane believes.
 A host is reachable when powered, not crashed and not cut off from its AZ. Losing
 reachability is noticed by the control plane only through `wait_unreachable`, which
 fires `keepalive_s` after the loss (libvirt keepalive: interval x missed probes),
-unless the host came back in between. A partitioned host keeps running its servers:
-only fencing (power off through `SimPower`) stops them.
+unless the host came back in between. A host that went down and is back before that
+timeout is noticed when it comes back (its old connection is gone). A partitioned
+host keeps running its servers: only fencing (power off through `SimPower`) stops them.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class HostModel:
         self.bmc_cut = False  # cut off from the out-of-band network
         self.dead = False  # permanent failure: never repaired
         self.unreachable_since: float | None = None
+        self._rebooted = False  # stopped running since it was last reachable
         self._generation = 0
         self._lost: simpy.Event = self.env.event()
         self._back: simpy.Event = self.env.event()
@@ -113,6 +115,7 @@ class HostModel:
         change()
         if not self.running:
             self._stop_all()
+            self._rebooted = True
         now = self.reachable
         if was and not now:
             self.unreachable_since = self.env.now
@@ -123,8 +126,13 @@ class HostModel:
                 lambda _e: self._fire_lost(generation, lost))
         elif now and not was:
             self._generation += 1
+            if self._rebooted and not self._lost.triggered:
+                # Back before the keepalive timeout, but it went down meanwhile: the old
+                # connection is gone (reset at the first probe), so the loss is seen now.
+                self._lost.succeed()
             if self._lost.triggered:
                 self._lost = self.env.event()
+            self._rebooted = False
             self._back.succeed()
 
     def _fire_lost(self, generation: int, lost: simpy.Event) -> None:

@@ -202,6 +202,7 @@ class Cloud:
         self.log.append(self.env.now, "sim/faults", "FaultRepaired", {"fault": fault, "target": target})
         for host in self.hosts_of(target):
             {"crash": host.repair, "partition": host.heal, "power": host.restore_power}[fault]()
+        self.driver.advance(to=self.env.now)  # what is observable at once (a reset connection) is observed
 
     @recorded
     def repair_everything(self) -> None:
@@ -244,6 +245,12 @@ class Cloud:
         servers: list[TenantServer] = out.value
         return servers
 
+    def faults_now(self) -> list[tuple[str, str]]:
+        """The faults in effect, as (fault, target) for `repair`."""
+        hosts = self.world.hosts.values()
+        return ([("crash", h.name) for h in hosts if h.crashes] + [("partition", h.name) for h in hosts if h.partitions]
+                + [("power", r) for r in self.racks if self.hosts_of(r)[0].outages])
+
     def hosts_of(self, target: str) -> list[HostModel]:
         return [self.world.hosts[h.name] for h in self.topology.domain_members(target)]
 
@@ -261,6 +268,12 @@ class Cloud:
     @property
     def sha256(self) -> str:
         return self.sink.sha256
+
+    def __enter__(self) -> Cloud:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the actor tree (the run is over); the driver runs until it has unwound."""

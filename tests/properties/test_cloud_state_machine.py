@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import attrs
 import pytest
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -59,7 +59,7 @@ from runtime.errors import (
     QuotaExceeded,
 )
 from tests.properties import checks
-from tests.properties.harness import AZS, DEDICATED_TENANT, Cloud, CloudConfig, Outcome, replay
+from tests.properties.harness import AZS, DEDICATED_TENANT, FAULTS, Cloud, CloudConfig, Outcome, replay
 
 TENANTS = ("alpha", "beta", DEDICATED_TENANT)
 SMALL_FLAVORS = sorted(n for n, f in FLAVORS.items() if f.vcpus <= 4 and f.ram_mb <= 32768)
@@ -76,9 +76,9 @@ DETECTED_S = 180.0  # > the longest fault delay + keepalive loss + fencing
 def configs(draw: st.DrawFn) -> CloudConfig:
     hosts = (draw(st.integers(2, 4)), draw(st.integers(2, 4)), draw(st.integers(2, 4)))
     quotas = st.fixed_dictionaries({}, optional={
-        "instances": st.integers(1, 8),
-        "vcpus": st.integers(2, 32),
-        "ram_mb": st.sampled_from([4096, 16384, 32768, 65536]),
+        "instances": st.integers(2, 10),
+        "vcpus": st.integers(4, 32),
+        "ram_mb": st.sampled_from([16384, 32768, 65536, 131072]),
         "server_groups": st.integers(0, 3),
         "server_group_members": st.integers(1, 4),
     })
@@ -125,6 +125,7 @@ class ServerModel:
     flavor: Flavor
     az: str
     group: str | None
+    auto_recovery: bool
     expected: str | None = "active"  # state its last successful request left it in; None: unknown
 
 
@@ -155,6 +156,7 @@ class Pending:
     """A request in flight; `done` updates the model with its outcome when it comes."""
 
     ticket: int
+    msg: object
     tenant: str
     server_id: str | None
     allowed: tuple[type[CloudError], ...]
@@ -177,6 +179,7 @@ class CloudMachine(RuleBasedStateMachine):
         self.model: dict[str, TenantModel] = {}
         self.inflight: list[Pending] = []
         self.names = itertools.count()
+        self.settled_servers = 0
 
     @property
     def cloud(self) -> Cloud:
@@ -208,22 +211,26 @@ class CloudMachine(RuleBasedStateMachine):
         return dict(q.limits), dict(q.used), listed, in_azs
 
     def _request(self, tenant: str, msg: object, wait: bool, done: Callable[[Outcome], None],
-                 allowed: tuple[type[CloudError], ...], predicted: type[CloudError] | None = None,
+                 allowed: tuple[type[CloudError], ...], predicted: tuple[type[CloudError], ...] = (),
                  server_id: str | None = None) -> None:
         """Send `msg` as `tenant`. Refusals must be of `allowed` types (BackendError too once
-        faults were injected), or exactly `predicted`; a refused request changes nothing."""
+        faults were injected); when the model foresees a refusal, it must be of `predicted` types.
+        A refused request changes nothing."""
         self._reap()
         if self._faulted():
             allowed = (*allowed, BackendError)
         if not wait:
+            allowed = (*allowed, *predicted)
             ticket = self.cloud.send(tenant, msg)
-            self.inflight.append(Pending(ticket, tenant, server_id, allowed, done))
+            self.inflight.append(Pending(ticket, msg, tenant, server_id, allowed, done))
             return
         before = self._tenant_state(tenant) if self._quiet(tenant) else None
         out = self.cloud.ask(tenant, msg)
         self._reap()
-        if predicted is not None:
-            assert isinstance(out.error, predicted), f"{msg} should be refused with {predicted.__name__}, got {out}"
+        if predicted:
+            event(f"{type(msg).__name__}: {'ok' if out.ok else type(out.error).__name__} (predicted)")
+            assert isinstance(out.error, predicted), (
+                f"{msg} should be refused with {' or '.join(p.__name__ for p in predicted)}, got {out}")
         else:
             self._judge(msg, out, allowed)
         done(out)
@@ -233,6 +240,7 @@ class CloudMachine(RuleBasedStateMachine):
 
     @staticmethod
     def _judge(msg: object, out: Outcome, allowed: tuple[type[CloudError], ...]) -> None:
+        event(f"{type(msg).__name__}: {'ok' if out.ok else type(out.error).__name__}")
         assert out.ok or isinstance(out.error, allowed), (
             f"{msg} was refused with {out.error!r}; expected success or one of {[a.__name__ for a in allowed]}")
 
@@ -244,41 +252,59 @@ class CloudMachine(RuleBasedStateMachine):
                 still.append(p)
                 continue
             out = self.cloud.outcome(p.ticket)
-            self._judge(f"request {p.ticket} of {p.tenant} in flight", out, p.allowed)
+            self._judge(p.msg, out, (*p.allowed, BackendError) if self._faulted() else p.allowed)
             p.done(out)
         self.inflight = still
 
     def _unknown_server(self, tenant: str, sid: str) -> bool:
         return sid not in self.model[tenant].servers
 
+    @rule(target=servers, tenant=tenants, flavor=st.sampled_from(SMALL_FLAVORS), az=st.sampled_from(AZS),
+          auto_recovery=st.booleans(), group=st.one_of(st.none(), groups), wait=waits)
+    def create_server(self, tenant: str, flavor: str, az: str, auto_recovery: bool,
+                      group: tuple[str, str] | None, wait: bool) -> Server:
+        """The common request: a small flavor, a valid AZ; the dedicated tenant uses its hosts in the first AZ."""
+        if auto_recovery and FLAVORS[flavor].has_local_disk:
+            auto_recovery = False
+        dedicated = tenant == DEDICATED_TENANT and az == AZS[0]
+        return self.create_any_server(tenant, flavor, az, auto_recovery, group, dedicated, wait)
+
+    @rule(target=servers, group=groups, flavor=st.sampled_from(SMALL_FLAVORS), az=st.sampled_from(AZS),
+          auto_recovery=st.booleans(), wait=waits)
+    def create_group_member(self, group: tuple[str, str], flavor: str, az: str, auto_recovery: bool,
+                            wait: bool) -> Server:
+        """A member of one of the tenant's server groups (GEO-4)."""
+        return self.create_server(group[0], flavor, az, auto_recovery, group, wait)
+
     @rule(target=servers, tenant=tenants, flavor=flavors, az=azs, auto_recovery=st.booleans(),
           group=st.one_of(st.none(), groups), dedicated=st.booleans(), wait=waits)
-    def create_server(self, tenant: str, flavor: str, az: str, auto_recovery: bool,
-                      group: tuple[str, str] | None, dedicated: bool, wait: bool) -> Server:
+    def create_any_server(self, tenant: str, flavor: str, az: str, auto_recovery: bool,
+                          group: tuple[str, str] | None, dedicated: bool, wait: bool) -> Server:
+        """Any request, also for flavors too big, AZs of another region, dedicated hosts one has not got."""
         f = FLAVORS[flavor]
         server = Server(tenant, f"{tenant}-{next(self.names)}")
         group_name = None if group is None else group[1]
         model = self.model[tenant]
-        predicted: type[CloudError] | None = None
+        predicted: tuple[type[CloudError], ...] = ()
         allowed: tuple[type[CloudError], ...] = (QuotaExceeded, NoCapacity, InvalidRequest, NotFound)
         if self._quiet(tenant):
             allowed = (NoCapacity,)  # what the model cannot foresee: the AZ's capacity
             need = _needs(f)
             over = [r for r in ("instances", "vcpus", "ram_mb") if model.usage()[r] + need[r] > model.limits[r]]
             if az not in AZS or (auto_recovery and f.has_local_disk):
-                predicted = InvalidRequest
+                predicted = (InvalidRequest,)
             elif group_name is not None and group_name not in model.groups:
-                predicted = NotFound
+                predicted = (NotFound,)
             elif (group_name is not None and model.members(group_name) >= model.limits["server_group_members"]) \
                     or over:
-                predicted = QuotaExceeded
+                predicted = (QuotaExceeded,)
             elif dedicated and (tenant != DEDICATED_TENANT or az != AZS[0]):
-                predicted = NoCapacity
+                predicted = (NoCapacity,)
 
         def done(out: Outcome) -> None:
             if out.ok:
                 server.id = out.value
-                model.servers[out.value] = ServerModel(f, az, group_name)
+                model.servers[out.value] = ServerModel(f, az, group_name, auto_recovery)
 
         self._request(tenant, CreateServer(server.name, flavor, az, auto_recovery, group_name, dedicated), wait,
                       done, allowed, predicted)
@@ -297,7 +323,7 @@ class CloudMachine(RuleBasedStateMachine):
             if out.ok:
                 del model.servers[sid]
 
-        self._request(server.tenant, RemoveServer(sid), wait, done, allowed, NotFound if unknown else None, sid)
+        self._request(server.tenant, RemoveServer(sid), wait, done, allowed, (NotFound,) if unknown else (), sid)
 
     def _conflicts(self, sid: str) -> tuple[type[CloudError], ...]:
         """Conflict (busy) is expected only with a request in flight on it, or faults being handled."""
@@ -305,24 +331,30 @@ class CloudMachine(RuleBasedStateMachine):
 
     def _act(self, server: Server, action: str, msg: object, wait: bool,
              extra: tuple[type[CloudError], ...] = (), after: Callable[[ServerModel], None] | None = None,
-             refused_first: type[CloudError] | None = None) -> None:
+             refused_first: tuple[type[CloudError], ...] = (),
+             may_refuse_first: tuple[type[CloudError], ...] = ()) -> None:
+        """Send a request about one server, foreseeing its refusal when the model can.
+
+        `refused_first`: what the tenant surely refuses it with before the AZ sees it;
+        `may_refuse_first`: what the tenant may refuse it with (the model cannot tell)."""
         sid = server.id
         if sid is None:
             return
         model = self.model[server.tenant]
         if self._unknown_server(server.tenant, sid):
-            self._request(server.tenant, msg, wait, lambda out: None, (NotFound,), NotFound, sid)
+            self._request(server.tenant, msg, wait, lambda out: None, (NotFound,), (NotFound,), sid)
             return
         s = model.servers[sid]
-        predicted: type[CloudError] | None = None
-        if sid not in self._busy() and refused_first is not None:
+        predicted: tuple[type[CloudError], ...] = ()
+        if sid not in self._busy() and refused_first:
             predicted = refused_first  # the tenant refuses before the AZ looks at the state
         elif not self._faulted() and sid not in self._busy() and s.expected is not None \
                 and s.expected not in ALLOWED_FROM[action]:
-            predicted = InvalidTransition
+            predicted = (InvalidTransition, *may_refuse_first)
         # Without faults, a server in the state its last request left it in accepts the actions of that state.
         strict = not self._faulted() and sid not in self._busy() and s.expected is not None
-        allowed = (*self._conflicts(sid), *extra, *(() if strict and predicted is None else (InvalidTransition,)))
+        allowed = (*self._conflicts(sid), *extra, *may_refuse_first,
+                   *(() if strict and not predicted else (InvalidTransition,)))
 
         def done(out: Outcome) -> None:
             if sid not in model.servers:
@@ -333,7 +365,10 @@ class CloudMachine(RuleBasedStateMachine):
                 if after is not None:
                     after(s)
             elif not isinstance(out.error, InvalidTransition | Conflict | NotFound | NoCapacity | QuotaExceeded):
-                s.expected = None  # a host failed during the operation: the state is the AZ's call
+                # A host failed during the operation: the state is the AZ's call, except that an
+                # auto-recovery server that was active must run again (ECS-4), whatever it was doing.
+                if not (s.auto_recovery and s.expected == "active" and action == "reboot"):
+                    s.expected = None
 
         self._request(server.tenant, msg, wait, done, allowed, predicted, sid)
 
@@ -351,20 +386,21 @@ class CloudMachine(RuleBasedStateMachine):
             self._act(server, "stop", ActOnServer(sid, "stop"), True)
         f = FLAVORS[flavor]
         model = self.model[server.tenant]
-        extra: tuple[type[CloudError], ...] = (NoCapacity, QuotaExceeded)
-        over_quota: type[CloudError] | None = None
+        over_quota: tuple[type[CloudError], ...] = ()
+        maybe_over_quota: tuple[type[CloudError], ...] = (QuotaExceeded,)
         if sid in model.servers and self._quiet(server.tenant):
-            extra = (NoCapacity,)
+            maybe_over_quota = ()
             old = model.servers[sid].flavor
             usage = model.usage()
             grow = {r: max(0, n - _needs(old)[r]) for r, n in _needs(f).items()}
             if any(n and usage[r] + n > model.limits[r] for r, n in grow.items()):
-                over_quota = QuotaExceeded
+                over_quota = (QuotaExceeded,)
 
         def resized(s: ServerModel) -> None:
             s.flavor = f
 
-        self._act(server, "resize", ChangeFlavor(sid, flavor), wait, extra, resized, over_quota)
+        self._act(server, "resize", ChangeFlavor(sid, flavor), wait, (NoCapacity,), resized, over_quota,
+                  maybe_over_quota)
 
     @rule(server=servers, tenant=tenants, action=st.sampled_from(["start", "stop", "reboot", "delete"]))
     def act_as_another_tenant_TEN_1(self, server: Server, tenant: str, action: str) -> None:
@@ -372,19 +408,19 @@ class CloudMachine(RuleBasedStateMachine):
         if server.id is None or tenant == server.tenant:
             return
         msg = RemoveServer(server.id) if action == "delete" else ActOnServer(server.id, action)
-        self._request(tenant, msg, True, lambda out: None, (NotFound,), NotFound)
+        self._request(tenant, msg, True, lambda out: None, (NotFound,), (NotFound,))
 
     @rule(target=groups, tenant=tenants, name=st.sampled_from(["web", "db"]),
           policy=st.sampled_from(["anti-affinity", "soft-anti-affinity", "affinity"]))
     def create_server_group(self, tenant: str, name: str, policy: str) -> tuple[str, str]:
         model = self.model[tenant]
-        predicted: type[CloudError] | None = None
+        predicted: tuple[type[CloudError], ...] = ()
         if policy == "affinity":
-            predicted = InvalidRequest
+            predicted = (InvalidRequest,)
         elif name in model.groups:
-            predicted = Conflict
+            predicted = (Conflict,)
         elif len(model.groups) + 1 > model.limits["server_groups"]:
-            predicted = QuotaExceeded
+            predicted = (QuotaExceeded,)
 
         def done(out: Outcome) -> None:
             if out.ok:
@@ -408,22 +444,22 @@ class CloudMachine(RuleBasedStateMachine):
                 ids.append(QuotaRequest(tenant, out.value, resource, limit))
 
         self._request(tenant, RequestQuotaChange(resource, limit), True, done, (),
-                      InvalidRequest if limit < 0 else None)
+                      (InvalidRequest,) if limit < 0 else ())
         return multiple(*ids)
 
     @rule(request=requests, tenant=tenants)
     def accept_quota_change(self, request: QuotaRequest, tenant: str) -> None:
         model = self.model[request.tenant]
-        predicted: type[CloudError] | None = None
+        predicted: tuple[type[CloudError], ...] = ()
         allowed: tuple[type[CloudError], ...] = ()
         if tenant != request.tenant:
-            predicted = NotFound  # TEN-1: a request id means nothing to another tenant
+            predicted = (NotFound,)  # TEN-1: a request id means nothing to another tenant
         elif request.id in model.accepted:
-            predicted = Conflict
+            predicted = (Conflict,)
         elif not self._quiet(tenant):
             allowed = (InvalidRequest,)
         elif request.limit < model.in_use(request.resource):
-            predicted = InvalidRequest  # never below what is in use (TEN-3)
+            predicted = (InvalidRequest,)  # never below what is in use (TEN-3)
 
         def done(out: Outcome) -> None:
             if out.ok:
@@ -433,44 +469,27 @@ class CloudMachine(RuleBasedStateMachine):
         self._request(tenant, AcceptQuotaChange(request.id), True, done, allowed, predicted)
 
     # -- faults and time -------------------------------------------------------------------
-    def _hosts(self, test: Callable[[str], bool]) -> list[str]:
-        return sorted(name for name in self.cloud.world.hosts if test(name))
-
-    def _racks(self, out: bool) -> list[str]:
-        return [r for r in self.cloud.racks if (self.cloud.hosts_of(r)[0].outages > 0) == out]
-
-    @rule(data=st.data(), fault=st.sampled_from(["crash", "partition"]), delay=delays)
-    def host_fault(self, data: st.DataObject, fault: str, delay: float) -> None:
-        host = data.draw(st.sampled_from(self._hosts(lambda h: True)), label="host")
-        self.cloud.inject(fault, host, delay)
+    @rule(data=st.data(), fault=st.sampled_from(FAULTS), delay=delays)
+    def inject_fault(self, data: st.DataObject, fault: str, delay: float) -> None:
+        """A host crashes or is cut off from its AZ, or a rack loses power; now or a little later."""
+        targets = self.cloud.racks if fault == "power" else sorted(self.cloud.world.hosts)
+        self.cloud.inject(fault, data.draw(st.sampled_from(targets), label="target"), delay)
         self._reap()
 
-    @rule(data=st.data(), delay=delays)
-    def rack_power_loss(self, data: st.DataObject, delay: float) -> None:
-        rack = data.draw(st.sampled_from(self.cloud.racks), label="rack")
-        self.cloud.inject("power", rack, delay)
+    @rule(server=servers, fault=st.sampled_from(FAULTS), delay=delays)
+    def fault_under_server(self, server: Server, fault: str, delay: float) -> None:
+        """The host (or rack) of a given server fails: faults that matter to someone."""
+        host = next((v.host for az in self.cloud.snapshot().azs for v in az.servers if v.id == server.id), None)
+        if host is None:
+            return
+        self.cloud.inject(fault, self.cloud.host_spec(host).rack if fault == "power" else host, delay)
         self._reap()
 
-    @precondition(lambda self: self._cloud is not None and any(h.crashes for h in self.cloud.world.hosts.values()))
+    @precondition(lambda self: self._cloud is not None and bool(self.cloud.faults_now()))
     @rule(data=st.data())
-    def repair_host(self, data: st.DataObject) -> None:
-        host = data.draw(st.sampled_from(self._hosts(lambda h: self.cloud.world.hosts[h].crashes > 0)), label="host")
-        self.cloud.repair("crash", host)
-        self._reap()
-
-    @precondition(lambda self: self._cloud is not None and any(h.partitions for h in self.cloud.world.hosts.values()))
-    @rule(data=st.data())
-    def heal_partition(self, data: st.DataObject) -> None:
-        host = data.draw(st.sampled_from(self._hosts(lambda h: self.cloud.world.hosts[h].partitions > 0)),
-                         label="host")
-        self.cloud.repair("partition", host)
-        self._reap()
-
-    @precondition(lambda self: self._cloud is not None and bool(self._racks(out=True)))
-    @rule(data=st.data())
-    def restore_rack_power(self, data: st.DataObject) -> None:
-        rack = data.draw(st.sampled_from(self._racks(out=True)), label="rack")
-        self.cloud.repair("power", rack)
+    def repair_fault(self, data: st.DataObject) -> None:
+        fault, target = data.draw(st.sampled_from(self.cloud.faults_now()), label="fault")
+        self.cloud.repair(fault, target)
         self._reap()
 
     @rule(seconds=durations)
@@ -493,6 +512,7 @@ class CloudMachine(RuleBasedStateMachine):
         obs = checks.Observation.take(cloud)
         expected = {sid: s.expected for m in self.model.values() for sid, s in m.servers.items()}
         checks.settled(cloud, obs, expected)
+        self.settled_servers = len(obs.views)
 
     # -- invariants --------------------------------------------------------------------------
     @invariant()
@@ -523,6 +543,9 @@ class CloudMachine(RuleBasedStateMachine):
         try:
             if sys.exception() is None:  # a failed step is reported as it is, not buried under these
                 self.settle()
+                event("servers at the end", self.settled_servers)
+                event("faults injected", cloud.faults_injected)
+                event("virtual hours", round(cloud.now / 3600))
                 replica = replay(cloud.config, cloud.script)
                 assert replica.sha256 == cloud.sha256, _first_difference(cloud, replica)
         finally:
@@ -540,24 +563,20 @@ def _first_difference(a: Cloud, b: Cloud) -> str:
 
 
 TestCloudStateMachine = CloudMachine.TestCase
-TestCloudStateMachine.settings = settings(stateful_step_count=40)
+TestCloudStateMachine.settings = settings(stateful_step_count=100)
 
 
 def test_the_replay_check_can_fail() -> None:
     """A different seed gives a different history: the determinism check is not vacuous."""
     config = CloudConfig(seed=1, hosts_per_az=(3, 2, 2), host_vcpus=16, host_ram_mb=65536, dedicated_hosts=1,
                          quotas=tuple((t, ()) for t in TENANTS))
-    run = Cloud(config)
-    run.ask("alpha", CreateServer("a", "s3.large.2", AZS[0], True))
-    run.inject("crash", f"{AZS[0]}-h00002")
-    run.advance(3600)
-    same, other = replay(config, run.script), replay(attrs.evolve(config, seed=2), run.script)
-    try:
-        assert same.sha256 == run.sha256
-        assert other.sha256 != run.sha256
-    finally:
-        for c in (run, same, other):
-            c.close()
+    with Cloud(config) as run:
+        run.ask("alpha", CreateServer("a", "s3.large.2", AZS[0], True))
+        run.inject("crash", f"{AZS[0]}-h00002")
+        run.advance(3600)
+        with replay(config, run.script) as same, replay(attrs.evolve(config, seed=2), run.script) as other:
+            assert same.sha256 == run.sha256
+            assert other.sha256 != run.sha256
 
 
 @pytest.mark.parametrize("fencing", [True, False])
@@ -565,11 +584,10 @@ def test_the_split_brain_check_fails_without_fencing_ECS_4(fencing: bool) -> Non
     """A partitioned host keeps running its servers: only fencing prevents a second copy."""
     config = CloudConfig(seed=3, hosts_per_az=(3, 2, 2), host_vcpus=16, host_ram_mb=65536, dedicated_hosts=1,
                          quotas=tuple((t, ()) for t in TENANTS), fencing=fencing)
-    cloud = Cloud(config)
-    try:
-        sid = cloud.ask("alpha", CreateServer("a", "s3.large.2", AZS[0], True)).value
+    with Cloud(config) as cloud:
+        assert cloud.ask("alpha", CreateServer("a", "s3.large.2", AZS[0], True)).ok
         host = cloud.snapshot().azs[0].servers[0].host
-        assert sid is not None and host is not None
+        assert host is not None
         cloud.inject("partition", host)
         cloud.advance(600)
         if fencing:
@@ -577,6 +595,3 @@ def test_the_split_brain_check_fails_without_fencing_ECS_4(fencing: bool) -> Non
         else:
             with pytest.raises(AssertionError, match="two hosts"):
                 checks.no_split_brain(cloud)
-    finally:
-        cloud.close()
-
