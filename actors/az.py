@@ -42,7 +42,7 @@ from actors.scheduler import GroupPolicy, PlacementRequest, Scheduler
 from actors.servers import Action, ServerState, transition
 from actors.topology import DEFAULTS, HostSpec
 from runtime.actor import Actor, ActorRef, Reply
-from runtime.errors import CloudError, Conflict, InvalidRequest, NoCapacity, NotFound
+from runtime.errors import BackendError, CloudError, Conflict, InvalidRequest, NoCapacity, NotFound
 from runtime.ports import DomainSpec, Hypervisor, Power, PowerState
 
 HOST_OP_TIMEOUT = 600.0
@@ -220,7 +220,7 @@ class AvailabilityZone(Actor):
                 self.scheduler.release(rec.id)
                 del self.servers[rec.id]
                 self.ctx.emit("ServerBuildFailed", server=rec.id, tenant=rec.tenant, host=host, error=str(exc))
-                self.ctx.start_soon(self._clean_up, host)
+                self.ctx.start_soon(self._resync, host)
                 self._retry_waiting()
                 raise
             rec.state = transition(rec.id, rec.state, Action.BUILT)
@@ -246,6 +246,13 @@ class AvailabilityZone(Actor):
         async def run() -> None:
             try:
                 await self.agents[host].ask(message(sid), timeout=HOST_OP_TIMEOUT)
+            except BackendError:
+                # The host stopped answering midway: whatever was done, it is put back
+                # as the AZ holds it (a reboot: running) once it answers again.
+                if rec.state is ServerState.REBOOTING:
+                    rec.state = transition(sid, rec.state, Action.DONE)
+                self.ctx.start_soon(self._resync, host)
+                raise
             except CloudError:
                 if rec.state is ServerState.REBOOTING:  # not overtaken by a host failure meanwhile
                     rec.state = transition(sid, rec.state, Action.FAILED)
@@ -277,12 +284,14 @@ class AvailabilityZone(Actor):
             try:
                 await self.agents[host].ask(ResizeDomain(sid, flavor.vcpus, flavor.ram_mb),
                                             timeout=HOST_OP_TIMEOUT)
-            except CloudError:
+            except CloudError as exc:
                 self.scheduler.release(sid)
                 rec.flavor = old
                 self.scheduler.claim(host, rec.request())
                 if rec.state is ServerState.RESIZING:  # not overtaken by a host failure meanwhile
                     rec.state = transition(sid, rec.state, Action.FAILED)
+                if isinstance(exc, BackendError):
+                    self.ctx.start_soon(self._resync, host)
                 raise
             if rec.state is ServerState.RESIZING:
                 rec.state = transition(sid, rec.state, Action.DONE)
@@ -434,7 +443,7 @@ class AvailabilityZone(Actor):
             self.scheduler.claim(old, rec.request())
             rec.host, rec.state = old, transition(sid, rec.state, Action.FAILED)
             self.ctx.emit("RecoveryFailed", server=sid, tenant=rec.tenant, host=new, error=str(exc))
-            self.ctx.start_soon(self._clean_up, new)
+            self.ctx.start_soon(self._resync, new)
             self.ctx.start_soon(self._requeue_later, sid)
             return
         finally:
@@ -451,21 +460,28 @@ class AvailabilityZone(Actor):
             self.ctx.emit("RecoveryRetried", server=sid, tenant=rec.tenant, host=rec.host)
             self._enqueue(sid)
 
-    async def _clean_up(self, host: str) -> None:
-        """After a failed build: remove what it may have left on the host, once it answers.
-
-        A host that goes down meanwhile is cleaned when it returns (`_reconcile`)."""
+    async def _resync(self, host: str) -> None:
+        """After an operation on `host` failed midway: make the host match what the AZ
+        holds (no leftover domains; active servers run, stopped ones do not), once it
+        answers. A host that goes down meanwhile is reconciled when it returns."""
         while True:
             await self.ctx.sleep(self.settings.build_retry_s)
             if self.host_state[host] is not HostState.UP:
                 return
-            keep = frozenset(self.scheduler.servers_on(host))
+            bound = [self.servers[sid] for sid in self.scheduler.servers_on(host)]
+            if any(rec.busy for rec in bound):
+                continue  # another operation is under way: look again after it
+            wanted: dict[ServerState, set[str]] = {ServerState.ACTIVE: set(), ServerState.SHUTOFF: set()}
+            for rec in bound:
+                wanted.get(rec.state, set()).add(rec.id)
             try:
-                done = await self.agents[host].ask(Reconcile(keep, frozenset()), timeout=HOST_OP_TIMEOUT)
+                done = await self.agents[host].ask(
+                    Reconcile(frozenset(r.id for r in bound), frozenset(wanted[ServerState.ACTIVE]),
+                              frozenset(wanted[ServerState.SHUTOFF])), timeout=HOST_OP_TIMEOUT)
             except CloudError:
                 continue
-            if done.removed:
-                self.ctx.emit("StaleDomainsRemoved", host=host, removed=list(done.removed))
+            if done.removed or done.started:
+                self.ctx.emit("HostResynced", host=host, removed=list(done.removed), restarted=list(done.started))
             return
 
     async def _requeue_later(self, sid: str) -> None:

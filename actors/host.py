@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from runtime.actor import Actor, Reply
-from runtime.errors import ActorCrashed, CloudError, Conflict
+from runtime.errors import ActorCrashed, CloudError, Conflict, InvalidTransition
 from runtime.ports import DomainSpec, Hypervisor
 
 
@@ -57,10 +57,12 @@ class ListDomains:
 
 @attrs.frozen
 class Reconcile:
-    """After the host returns: undefine every domain not in `keep`, start those in `start`."""
+    """Make the host match the AZ: undefine every domain not in `keep`, start those in
+    `start` that are stopped, stop those in `stop` that run."""
 
     keep: frozenset[str]
     start: frozenset[str]
+    stop: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -91,8 +93,8 @@ class HostAgent(Actor):
                 op = hv.undefine(sid)
             case ListDomains():
                 op = hv.list()
-            case Reconcile(keep, start):
-                op = self._reconcile(keep, start)
+            case Reconcile(keep, start, stop):
+                op = self._reconcile(keep, start, stop)
             case _:
                 return await super().receive(msg)
         self.ctx.start_soon(self._answer, self.ctx.defer(), op)
@@ -119,10 +121,13 @@ class HostAgent(Actor):
         await self.hv.start(spec.server_id)
 
     async def _reboot(self, sid: str) -> None:
-        await self.hv.stop(sid)
+        try:
+            await self.hv.stop(sid)
+        except InvalidTransition:
+            pass  # already stopped (its host rebooted under it): a reboot just starts it
         await self.hv.start(sid)
 
-    async def _reconcile(self, keep: frozenset[str], start: frozenset[str]) -> Reconciled:
+    async def _reconcile(self, keep: frozenset[str], start: frozenset[str], stop: frozenset[str]) -> Reconciled:
         removed, started = [], []
         for dom in await self.hv.list():
             if dom.server_id not in keep:
@@ -131,4 +136,6 @@ class HostAgent(Actor):
             elif dom.server_id in start and not dom.running:
                 await self.hv.start(dom.server_id)
                 started.append(dom.server_id)
+            elif dom.server_id in stop and dom.running:
+                await self.hv.stop(dom.server_id)
         return Reconciled(tuple(removed), tuple(started))

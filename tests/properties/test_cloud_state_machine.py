@@ -429,14 +429,15 @@ class CloudMachine(RuleBasedStateMachine):
         self._request(tenant, CreateServerGroup(name, policy), True, done, (), predicted)
         return tenant, name
 
-    @rule(target=requests, tenant=tenants, resource=st.sampled_from(RESOURCES), change=st.integers(-4, 4),
-          absolute=st.one_of(st.none(), st.integers(-1, 100_000)))
-    def request_quota_change(self, tenant: str, resource: str, change: int,
-                             absolute: int | None) -> MultipleResults[QuotaRequest]:
-        """Ask for a new limit, up or down from the current one (or an absolute one)."""
+    @rule(target=requests, tenant=tenants, resource=st.sampled_from(RESOURCES),
+          base=st.sampled_from(["limit", "use", "nothing"]), change=st.integers(-3, 3))
+    def request_quota_change(self, tenant: str, resource: str, base: str,
+                             change: int) -> MultipleResults[QuotaRequest]:
+        """Ask for a new limit near the current limit, or near what is in use (where TEN-3 bites)."""
         model = self.model[tenant]
-        step = 4096 if resource == "ram_mb" else 1
-        limit = model.limits[resource] + change * step if absolute is None else absolute
+        step = 1024 if resource == "ram_mb" else 1
+        start = {"limit": model.limits[resource], "use": model.in_use(resource), "nothing": 0}[base]
+        limit = start + change * step
         ids: list[QuotaRequest] = []
 
         def done(out: Outcome) -> None:
@@ -447,8 +448,10 @@ class CloudMachine(RuleBasedStateMachine):
                       (InvalidRequest,) if limit < 0 else ())
         return multiple(*ids)
 
-    @rule(request=requests, tenant=tenants)
-    def accept_quota_change(self, request: QuotaRequest, tenant: str) -> None:
+    @rule(request=requests, by_another=st.booleans())
+    def accept_quota_change(self, request: QuotaRequest, by_another: bool) -> None:
+        """The provider accepts a request (through its tenant, or wrongly through another one)."""
+        tenant = TENANTS[(TENANTS.index(request.tenant) + by_another) % len(TENANTS)]
         model = self.model[request.tenant]
         predicted: tuple[type[CloudError], ...] = ()
         allowed: tuple[type[CloudError], ...] = ()
@@ -468,6 +471,13 @@ class CloudMachine(RuleBasedStateMachine):
 
         self._request(tenant, AcceptQuotaChange(request.id), True, done, allowed, predicted)
 
+    @rule(tenant=tenants, resource=st.sampled_from(RESOURCES), base=st.sampled_from(["limit", "use"]),
+          change=st.integers(-3, 3))
+    def change_quota(self, tenant: str, resource: str, base: str, change: int) -> None:
+        """The usual path: a request the provider accepts at once."""
+        for request in self.request_quota_change(tenant, resource, base, change).values:
+            self.accept_quota_change(request, False)
+
     # -- faults and time -------------------------------------------------------------------
     @rule(data=st.data(), fault=st.sampled_from(FAULTS), delay=delays)
     def inject_fault(self, data: st.DataObject, fault: str, delay: float) -> None:
@@ -476,14 +486,19 @@ class CloudMachine(RuleBasedStateMachine):
         self.cloud.inject(fault, data.draw(st.sampled_from(targets), label="target"), delay)
         self._reap()
 
-    @rule(server=servers, fault=st.sampled_from(FAULTS), delay=delays)
-    def fault_under_server(self, server: Server, fault: str, delay: float) -> None:
-        """The host (or rack) of a given server fails: faults that matter to someone."""
+    @rule(server=servers, fault=st.sampled_from(FAULTS), delay=delays,
+          then=st.sampled_from([None, "start", "stop", "reboot", "delete"]), wait=waits)
+    def fault_under_server(self, server: Server, fault: str, delay: float, then: str | None, wait: bool) -> None:
+        """The host (or rack) of a given server fails, and its user may act on it before the AZ notices."""
         host = next((v.host for az in self.cloud.snapshot().azs for v in az.servers if v.id == server.id), None)
         if host is None:
             return
         self.cloud.inject(fault, self.cloud.host_spec(host).rack if fault == "power" else host, delay)
         self._reap()
+        if then == "delete":
+            self.delete_server(server, wait)
+        elif then is not None:
+            self.act_on_server(server, then, wait)
 
     @precondition(lambda self: self._cloud is not None and bool(self.cloud.faults_now()))
     @rule(data=st.data())
@@ -563,7 +578,7 @@ def _first_difference(a: Cloud, b: Cloud) -> str:
 
 
 TestCloudStateMachine = CloudMachine.TestCase
-TestCloudStateMachine.settings = settings(stateful_step_count=100)
+TestCloudStateMachine.settings = settings(stateful_step_count=50)
 
 
 def test_the_replay_check_can_fail() -> None:
