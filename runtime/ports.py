@@ -15,11 +15,27 @@ Refusals every implementation shares (the contract suite checks them):
 from __future__ import annotations
 
 import enum
+import re
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-from runtime.errors import BackendError
+from runtime.errors import BackendError, InvalidRequest
+
+SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # what can name a libvirt domain
+
+
+def check_domain_request(server_id: str, vcpus: int, ram_mb: int) -> None:
+    """The refusals every Hypervisor makes before any I/O (the contract suite checks them)."""
+    if not SERVER_ID.fullmatch(server_id):
+        raise InvalidRequest(
+            f"server id {server_id!r} cannot name a domain; use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if vcpus < 1 or ram_mb < 1:
+        raise InvalidRequest(
+            f"domain {server_id} needs at least 1 vCPU and 1 MiB of RAM (got vcpus={vcpus}, ram_mb={ram_mb})"
+        )
 
 
 class HostUnreachable(BackendError):

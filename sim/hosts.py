@@ -14,14 +14,13 @@ host keeps running its servers: only fencing (power off through `SimPower`) stop
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import attrs
 import simpy
 
-from runtime.errors import Conflict, InvalidRequest, InvalidTransition, NotFound
-from runtime.ports import DomainInfo, DomainSpec, HostCapacity, HostUnreachable, PowerState
+from runtime.errors import Conflict, InvalidTransition, NotFound
+from runtime.ports import DomainInfo, DomainSpec, HostCapacity, HostUnreachable, PowerState, check_domain_request
 from sim.driver import SimDriver
 
 
@@ -206,8 +205,6 @@ class SimHypervisor:
     names the domain).
     """
 
-    _SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
     def __init__(self, model: HostModel, driver: SimDriver) -> None:
         self.model = model
         self.driver = driver
@@ -232,17 +229,6 @@ class SimHypervisor:
         await self._call(self.model.world.timing.rpc_s + seconds)
         return check()
 
-    def _check_request(self, server_id: str, vcpus: int, ram_mb: int) -> None:
-        if not self._SERVER_ID.fullmatch(server_id):
-            raise InvalidRequest(
-                f"server id {server_id!r} cannot name a domain; use 1 to 64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        if vcpus < 1 or ram_mb < 1:
-            raise InvalidRequest(
-                f"domain {server_id} needs at least 1 vCPU and 1 MiB of RAM (got vcpus={vcpus}, ram_mb={ram_mb})"
-            )
-
     def _domain(self, server_id: str) -> _Domain:
         dom = self.model.domains.get(server_id)
         if dom is None:
@@ -265,7 +251,7 @@ class SimHypervisor:
         return self.model.capacity
 
     async def define(self, spec: DomainSpec) -> None:
-        self._check_request(spec.server_id, spec.vcpus, spec.ram_mb)
+        check_domain_request(spec.server_id, spec.vcpus, spec.ram_mb)
 
         def free() -> None:
             if spec.server_id in self.model.domains:
@@ -297,7 +283,7 @@ class SimHypervisor:
         del self.model.domains[server_id]
 
     async def resize(self, server_id: str, vcpus: int, ram_mb: int) -> None:
-        self._check_request(server_id, vcpus, ram_mb)
+        check_domain_request(server_id, vcpus, ram_mb)
         dom = await self._op(self.model.world.timing.define_s, self._in(server_id, "resize", running=False))
         assert dom is not None
         dom.spec = DomainSpec(server_id, vcpus, ram_mb)

@@ -20,7 +20,6 @@ are in `runtime.backends.libvirt_connection`.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,12 +27,11 @@ from urllib.parse import urlsplit
 import libvirt
 
 from runtime.backends.libvirt_connection import Connection
-from runtime.errors import BackendError, ConfigError, Conflict, InvalidRequest, InvalidTransition, NotFound
-from runtime.ports import DomainInfo, DomainSpec, HostCapacity, PowerState
+from runtime.errors import BackendError, ConfigError, Conflict, InvalidTransition, NotFound
+from runtime.ports import SERVER_ID, DomainInfo, DomainSpec, HostCapacity, PowerState, check_domain_request
 
 SERVER_NS = "urn:fe-runtime:server:1"
 
-_SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _TEMPLATES = {
     "test": """<domain type='test'>
@@ -55,18 +53,6 @@ _TEMPLATES = {
   <devices><serial type='pty'/><video><model type='none'/></video><memballoon model='none'/></devices>
 </domain>""",
 }
-
-
-def check_domain_request(server_id: str, vcpus: int, ram_mb: int) -> None:
-    if not _SERVER_ID.fullmatch(server_id):
-        raise InvalidRequest(
-            f"server id {server_id!r} cannot name a domain; use 1 to 64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    if vcpus < 1 or ram_mb < 1:
-        raise InvalidRequest(
-            f"domain {server_id} needs at least 1 vCPU and 1 MiB of RAM (got vcpus={vcpus}, ram_mb={ram_mb})"
-        )
 
 
 def _refusal(server_id: str, running: bool, action: str) -> InvalidTransition:
@@ -91,7 +77,7 @@ def _exists(conn: Any, name: str) -> bool:
 
 def _lookup(conn: Any, server_id: str, host: str) -> Any:
     """The domain of `server_id`, or NotFound if there is none or it is not ours."""
-    if not _SERVER_ID.fullmatch(server_id):
+    if not SERVER_ID.fullmatch(server_id):
         raise NotFound("domain", f"{server_id} on {host}")
     try:
         dom = conn.lookupByName(server_id)
