@@ -157,7 +157,7 @@ class Tenant(Actor):
         needs = _needs(flavor)
         self._reserve(needs)
         if msg.group is not None:
-            self.group_members[msg.group] += 1
+            self._count_member(msg.group, +1)
         sid = self.ctx.new_id()
         reply = self.ctx.defer()
         place = PlaceServer(sid, self.name, flavor, msg.auto_recovery,
@@ -169,7 +169,7 @@ class Tenant(Actor):
             except CloudError as exc:
                 self.quota.release(needs)
                 if msg.group is not None:
-                    self.group_members[msg.group] -= 1
+                    self._count_member(msg.group, -1)
                 reply.fail(exc)
             else:
                 self.servers[sid] = TenantServer(sid, msg.name, flavor, msg.az, msg.group)
@@ -188,7 +188,13 @@ class Tenant(Actor):
         del self.servers[server.id]
         self.quota.release(_needs(server.flavor))
         if server.group is not None:
-            self.group_members[server.group] -= 1
+            self._count_member(server.group, -1)
+
+    def _count_member(self, group: str, delta: int) -> None:
+        # server_group_members limits each group; its "use" is the largest group, so that
+        # a quota change can never go below a group that already exists (TEN-3).
+        self.group_members[group] += delta
+        self.quota.used["server_group_members"] = max(self.group_members.values())
 
     def _forward(self, sid: str, msg: Any, on_done: Any = None) -> None:
         server = self._server(sid)

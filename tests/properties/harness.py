@@ -78,8 +78,7 @@ class Outcome:
 def recorded(method: Callable[Concatenate[Cloud, P], R]) -> Callable[Concatenate[Cloud, P], R]:
     """Append the call to `Cloud.script` (outermost calls only), so `replay` can redo it."""
 
-    @functools.wraps(method)
-    def wrapper(self: Cloud, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(self: Cloud, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if self._depth == 0:
             self.script.append((method.__name__, args, kwargs))
         self._depth += 1
@@ -87,6 +86,7 @@ def recorded(method: Callable[Concatenate[Cloud, P], R]) -> Callable[Concatenate
             return method(self, *args, **kwargs)
         finally:
             self._depth -= 1
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 

@@ -1,18 +1,26 @@
-"""The whole control plane as a hypothesis state machine (TEN-3, ECS-1..5, GEO-4).
+"""The whole control plane as a hypothesis state machine (TEN-1, TEN-3, ECS-1..5, GEO-4).
 
-A small eu-west-0 region (2-4 small hosts per AZ, dedicated hosts for tenant "ded")
-runs on the SimDriver with SimPy host models. Rules are what tenants do (create,
-delete, start/stop/reboot, resize, server groups, quota changes), the faults
-operators fear (host crash, network partition, rack power loss, each possibly
-delayed into the middle of a request) and the passing of virtual time. A request
-either waits for its reply or stays in flight while later rules run.
+A small eu-west-0 region (2-4 small hosts per AZ, 1-2 hosts of the first AZ dedicated
+to tenant "ded") runs on the SimDriver with SimPy host models; tenants alpha, beta and
+ded get random quotas.
 
-After every step the invariants in `tests/properties/checks.py` hold: usage within
-quota and equal to what the servers need, no split brain, no lost server, GEO-4
-anti-affinity, ECS-5 dedicated hosts, no overcommitted host. A refused request
-changes nothing. `settle` (a rule, and the end of every example) repairs everything,
-waits, and checks that every server is back. Finally the example is replayed on a
-fresh system and must give the same event log, byte for byte (SHA-256).
+Rules are what tenants do: create servers (small flavors, any flavor incl. local-disk
+ones, other regions' AZs, auto-recovery on/off, in anti-affinity or soft-anti-affinity
+groups, on dedicated hosts), delete them, start/stop/reboot, resize (stopping first or
+not), create server groups, request and accept quota changes (up and down, near the
+limit or near the use), and try all that on another tenant's server; what operators
+fear: host crash, partition from the AZ, rack power loss, now or delayed into the
+middle of a request, possibly under a server its user then acts on; repairs; virtual
+time passing (seconds to 14 hours); and `settle`: every fault repaired, then quiet.
+A request either waits for its reply or stays in flight while later rules run.
+
+Every refusal must be one the test's model expects (and the one it foresees, when it
+can), and must change nothing. After every step the invariants of
+`tests/properties/checks.py` hold (usage within quota and equal to what the servers
+need, no split brain, no lost server, anti-affinity, dedicated hosts, no overcommitted
+host, no actor crash); after `settle` (also the end of every example) every server is
+back in the state its user left it. Finally each example is replayed on a fresh system
+from its recorded calls and must give the same event log, byte for byte (SHA-256).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from actors.flavors import FLAVORS, Flavor
+from actors.flavors import FLAVORS
 from actors.quotas import RESOURCES
 from actors.tenant import (
     AcceptQuotaChange,
@@ -60,6 +68,7 @@ from runtime.errors import (
 )
 from tests.properties import checks
 from tests.properties.harness import AZS, DEDICATED_TENANT, FAULTS, Cloud, CloudConfig, Outcome, replay
+from tests.properties.model import Pending, QuotaRequest, Server, ServerModel, TenantModel, needs
 
 TENANTS = ("alpha", "beta", DEDICATED_TENANT)
 SMALL_FLAVORS = sorted(n for n, f in FLAVORS.items() if f.vcpus <= 4 and f.ram_mb <= 32768)
@@ -97,74 +106,6 @@ azs = st.one_of(st.sampled_from(AZS), st.just("eu-west-1a"))
 waits = st.sampled_from([True, True, True, False])  # False: the request stays in flight
 delays = st.one_of(st.just(0.0), st.integers(1, 60).map(float))
 durations = st.one_of(st.integers(1, 60), st.integers(61, 3600), st.integers(3601, 14 * 3600)).map(float)
-
-
-# -- the test's own model of what succeeded -----------------------------------------------
-@attrs.define(eq=False)
-class Server:
-    """A bundle entry: a server a tenant asked for; `id` is set once it was created."""
-
-    tenant: str
-    name: str
-    id: str | None = None
-
-    def __repr__(self) -> str:
-        return f"Server({self.tenant}/{self.name}, {self.id})"
-
-
-@attrs.frozen
-class QuotaRequest:
-    tenant: str
-    id: str
-    resource: str
-    limit: int
-
-
-@attrs.define
-class ServerModel:
-    flavor: Flavor
-    az: str
-    group: str | None
-    auto_recovery: bool
-    expected: str | None = "active"  # state its last successful request left it in; None: unknown
-
-
-@attrs.define
-class TenantModel:
-    limits: dict[str, int]
-    servers: dict[str, ServerModel] = attrs.Factory(dict)
-    groups: dict[str, str] = attrs.Factory(dict)  # name -> policy
-    accepted: set[str] = attrs.Factory(set)
-
-    def usage(self) -> dict[str, int]:
-        flavors = [s.flavor for s in self.servers.values()]
-        return {"instances": len(flavors), "vcpus": sum(f.vcpus for f in flavors),
-                "ram_mb": sum(f.ram_mb for f in flavors), "server_groups": len(self.groups)}
-
-    def members(self, group: str) -> int:
-        return sum(1 for s in self.servers.values() if s.group == group)
-
-    def in_use(self, resource: str) -> int:
-        """What a limit on `resource` may not go below: usage, or the largest group for group members."""
-        if resource == "server_group_members":
-            return max((self.members(g) for g in self.groups), default=0)
-        return self.usage()[resource]
-
-
-@attrs.define
-class Pending:
-    """A request in flight; `done` updates the model with its outcome when it comes."""
-
-    ticket: int
-    msg: object
-    tenant: str
-    server_id: str | None
-    allowed: tuple[type[CloudError], ...]
-    done: Callable[[Outcome], None]
-
-
-def _needs(flavor: Flavor) -> dict[str, int]:
-    return {"instances": 1, "vcpus": flavor.vcpus, "ram_mb": flavor.ram_mb}
 
 
 class CloudMachine(RuleBasedStateMachine):
@@ -267,20 +208,26 @@ class CloudMachine(RuleBasedStateMachine):
         if auto_recovery and FLAVORS[flavor].has_local_disk:
             auto_recovery = False
         dedicated = tenant == DEDICATED_TENANT and az == AZS[0]
-        return self.create_any_server(tenant, flavor, az, auto_recovery, group, dedicated, wait)
+        return self._create(tenant, flavor, az, auto_recovery, group, dedicated, wait)
 
     @rule(target=servers, group=groups, flavor=st.sampled_from(SMALL_FLAVORS), az=st.sampled_from(AZS),
           auto_recovery=st.booleans(), wait=waits)
     def create_group_member(self, group: tuple[str, str], flavor: str, az: str, auto_recovery: bool,
                             wait: bool) -> Server:
         """A member of one of the tenant's server groups (GEO-4)."""
-        return self.create_server(group[0], flavor, az, auto_recovery, group, wait)
+        tenant = group[0]
+        return self._create(tenant, flavor, az, auto_recovery and not FLAVORS[flavor].has_local_disk, group,
+                            tenant == DEDICATED_TENANT and az == AZS[0], wait)
 
     @rule(target=servers, tenant=tenants, flavor=flavors, az=azs, auto_recovery=st.booleans(),
           group=st.one_of(st.none(), groups), dedicated=st.booleans(), wait=waits)
     def create_any_server(self, tenant: str, flavor: str, az: str, auto_recovery: bool,
                           group: tuple[str, str] | None, dedicated: bool, wait: bool) -> Server:
         """Any request, also for flavors too big, AZs of another region, dedicated hosts one has not got."""
+        return self._create(tenant, flavor, az, auto_recovery, group, dedicated, wait)
+
+    def _create(self, tenant: str, flavor: str, az: str, auto_recovery: bool, group: tuple[str, str] | None,
+                dedicated: bool, wait: bool) -> Server:
         f = FLAVORS[flavor]
         server = Server(tenant, f"{tenant}-{next(self.names)}")
         group_name = None if group is None else group[1]
@@ -289,7 +236,7 @@ class CloudMachine(RuleBasedStateMachine):
         allowed: tuple[type[CloudError], ...] = (QuotaExceeded, NoCapacity, InvalidRequest, NotFound)
         if self._quiet(tenant):
             allowed = (NoCapacity,)  # what the model cannot foresee: the AZ's capacity
-            need = _needs(f)
+            need = needs(f)
             over = [r for r in ("instances", "vcpus", "ram_mb") if model.usage()[r] + need[r] > model.limits[r]]
             if az not in AZS or (auto_recovery and f.has_local_disk):
                 predicted = (InvalidRequest,)
@@ -392,7 +339,7 @@ class CloudMachine(RuleBasedStateMachine):
             maybe_over_quota = ()
             old = model.servers[sid].flavor
             usage = model.usage()
-            grow = {r: max(0, n - _needs(old)[r]) for r, n in _needs(f).items()}
+            grow = {r: max(0, n - needs(old)[r]) for r, n in needs(f).items()}
             if any(n and usage[r] + n > model.limits[r] for r, n in grow.items()):
                 over_quota = (QuotaExceeded,)
 
