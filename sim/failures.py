@@ -8,7 +8,10 @@ one superposed process of rate N/MTBF whose victim is drawn uniformly, so a year
 Effects on the host models (`sim.hosts`):
 - host-crash: the host crashes (its servers die), repaired after the duration;
 - host-partition: the host is cut off from its AZ but keeps running its servers;
-- rack, power-domain, az-outage: the hosts lose power, restored after the duration;
+- rack, power-domain: the hosts lose power, restored after the duration;
+- az-outage: the AZ's hosts lose power and its block store stops answering;
+- storage-outage: only the AZ's block store stops answering;
+- link-down: the replication links between two AZs (both directions) carry nothing;
 - permanent host failures (presets) are never repaired.
 """
 
@@ -23,9 +26,10 @@ import simpy
 
 from actors.topology import Topology
 from sim.hosts import HostModel, World
+from sim.storage import StorageModel
 
 HOUR = 3600.0
-FAULTS = ("host-crash", "host-partition", "rack", "power-domain", "az-outage")
+FAULTS = ("host-crash", "host-partition", "rack", "power-domain", "az-outage", "storage-outage", "link-down")
 
 
 @attrs.frozen
@@ -74,15 +78,17 @@ class ScheduledFault:
     fault: str
     target: str
     duration_s: float | None  # None: lasts to the end of the run
+    peer: str | None = None  # link-down: the AZ at the other end
 
 
 class Injector:
     """Drives faults into the host models and logs each one."""
 
     def __init__(self, env: simpy.Environment, world: World, topology: Topology, seed: int,
-                 log: Callable[[str, dict[str, Any]], None]) -> None:
+                 log: Callable[[str, dict[str, Any]], None], storage: StorageModel | None = None) -> None:
         self.env = env
         self.world = world
+        self.storage = storage
         self.topology = topology
         self.seed = seed
         self.log = log
@@ -91,18 +97,33 @@ class Injector:
     def _hosts(self, target: str) -> list[HostModel]:
         return [self.world.hosts[h.name] for h in self.topology.domain_members(target)]
 
+    def _storage(self, fault: ScheduledFault, failing: bool) -> None:
+        storage = self.storage
+        if storage is None:
+            return
+        if fault.fault in ("az-outage", "storage-outage"):
+            (storage.fail_az if failing else storage.restore_az)(fault.target)
+        elif fault.fault == "link-down":
+            assert fault.peer is not None
+            for a, b in ((fault.target, fault.peer), (fault.peer, fault.target)):
+                (storage.cut_link if failing else storage.mend_link)(a, b)
+
     def schedule(self, faults: list[ScheduledFault]) -> None:
         for fault in faults:
-            hosts = self._hosts(fault.target)  # validates the target before the run starts
+            storage_only = fault.fault in ("storage-outage", "link-down")
+            hosts = [] if storage_only else self._hosts(fault.target)  # validates the target before the run
             self.env.process(self._scheduled(fault, hosts))
 
     def _scheduled(self, fault: ScheduledFault, hosts: list[HostModel]) -> Any:
         yield self.env.timeout(fault.at_s)
         effect = {"host-crash": "crash", "host-partition": "partition"}.get(fault.fault, "power")
-        self._apply(fault.fault, fault.target, effect, hosts)
+        target = fault.target if fault.peer is None else f"{fault.target}<->{fault.peer}"
+        self._storage(fault, failing=True)
+        self._apply(fault.fault, target, effect, hosts)
         if fault.duration_s is not None:
             yield self.env.timeout(fault.duration_s)
-            self._revert(fault.fault, fault.target, effect, hosts)
+            self._storage(fault, failing=False)
+            self._revert(fault.fault, target, effect, hosts)
 
     def preset(self, name: str) -> None:
         for cls in PRESETS[name]:

@@ -23,6 +23,7 @@ from actors.topology import DEFAULTS, RegionInfo, Topology, build_topology, load
 from runtime.errors import ConfigError
 from sim.failures import FAULTS, PRESETS, ScheduledFault
 from sim.hosts import HostTiming
+from sim.storage import StorageTiming
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -35,6 +36,20 @@ class ServerBatch:
     auto_recovery: bool = False
     group: str | None = None
     dedicated: bool = False
+    protect: str | None = None  # a protection group name (or the name of a counted family of groups)
+
+
+@attrs.frozen
+class ProtectionGroupSpec:
+    """`count` > 1 declares a family NAME-0 .. NAME-(count-1); servers spread over it in turn."""
+
+    name: str
+    production_az: str
+    recovery_az: str
+    count: int = 1
+
+    def names(self) -> list[str]:
+        return [self.name] if self.count == 1 else [f"{self.name}-{k}" for k in range(self.count)]
 
 
 @attrs.frozen
@@ -43,6 +58,28 @@ class TenantSpec:
     quotas: Mapping[str, int]
     server_groups: tuple[tuple[str, str], ...]
     servers: tuple[ServerBatch, ...]
+    protection_groups: tuple[ProtectionGroupSpec, ...] = ()
+
+
+OPERATIONS = ("start-protection", "stop-protection", "drill", "failover", "reprotect", "switchover", "backup")
+
+
+@attrs.frozen
+class Operation:
+    """An operator's action at a time: on every protection group (or every tenant, for
+    `backup`) whose name starts with `target` ("" or "*": all)."""
+
+    at_s: float
+    action: str
+    target: str
+
+
+@attrs.frozen
+class Workload:
+    """Data on every server's system volume: used when created, then written steadily."""
+
+    volume_used_gb: float = 0.0
+    volume_write_bytes_per_s: float = 0.0
 
 
 @attrs.frozen
@@ -66,6 +103,9 @@ class Scenario:
     preset: str
     schedule: tuple[ScheduledFault, ...]
     expect: tuple[Expectation, ...]
+    storage: StorageTiming = StorageTiming()
+    workload: Workload = Workload()
+    operations: tuple[Operation, ...] = ()
 
 
 class _Reader:
@@ -159,7 +199,7 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
         raise ConfigError(source, f"not valid TOML: {exc}") from exc
     r = _Reader(source, text)
     r.table(data, "(top level)", ("scenario", "regions", "topology", "timing", "recovery", "tenants", "failures",
-                                  "expect"),
+                                  "expect", "storage", "workload", "operations"),
             ("scenario", "topology"))
     meta = r.table(data["scenario"], "scenario", ("name", "seed", "duration", "description"), ("name", "duration"))
     run_seed = seed if seed is not None else r.integer(meta.get("seed", 0), "scenario.seed")
@@ -193,7 +233,7 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
     tenants = data.get("tenants", [])
     if not isinstance(tenants, list):
         raise r.error("tenants", "must be an array of tables ([[tenants]])")
-    tenant_specs = tuple(_tenant(r, t, i, topology) for i, t in enumerate(tenants))
+    tenant_specs = tuple(spec for i, t in enumerate(tenants) for spec in _tenants(r, t, i, topology))
     names = [t.name for t in tenant_specs]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -206,10 +246,43 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
         raise r.error("failures.schedule", "must be an array of tables ([[failures.schedule]])")
     faults = tuple(_fault(r, f, i, topology, duration) for i, f in enumerate(schedule))
 
+    storage_fields = [f.name for f in attrs.fields(StorageTiming)]
+    storage_tab = r.table(data.get("storage", {}), "storage", tuple(storage_fields))
+    storage_values: dict[str, Any] = {k: (r.integer(v, f"storage.{k}", 4096) if k == "chunk_bytes"
+                                          else r.number(v, f"storage.{k}")) for k, v in storage_tab.items()}
+    storage = StorageTiming(**storage_values)
+    for k in ("inter_az_bps", "backup_bps", "gateway_bps"):
+        if getattr(storage, k) <= 0:
+            raise r.error(f"storage.{k}", "a bandwidth must be > 0 bytes/s")
+    work_tab = r.table(data.get("workload", {}), "workload", ("volume_used_gb", "volume_write_bytes_per_s"))
+    workload = Workload(*(r.number(work_tab.get(k, 0.0), f"workload.{k}")
+                          for k in ("volume_used_gb", "volume_write_bytes_per_s")))
+    operations = data.get("operations", [])
+    if not isinstance(operations, list):
+        raise r.error("operations", "must be an array of tables ([[operations]])")
+    groups = [n for t in tenant_specs for g in t.protection_groups for n in [g.name, *g.names()]]
+    ops = tuple(_operation(r, o, i, duration, groups, names) for i, o in enumerate(operations))
+
     expect = r.table(data.get("expect", {}), "expect", tuple(data.get("expect", {})))
     expectations = tuple(_expectation(r, k, v) for k, v in expect.items())
     return Scenario(str(meta["name"]), source, run_seed, duration, topology, timing, recovery, tenant_specs,
-                    preset, faults, expectations)
+                    preset, faults, expectations, storage, workload, ops)
+
+
+def _operation(r: _Reader, value: Any, i: int, run_s: float, groups: list[str], tenants: list[str]) -> Operation:
+    p = f"operations[{i}]"
+    o = r.table(value, p, ("at", "action", "target"), ("at", "action"))
+    action = r.choice(o["action"], f"{p}.action", list(OPERATIONS))
+    target = str(o.get("target", "*")).rstrip("*")
+    names = tenants if action == "backup" else groups
+    if not any(n.startswith(target) for n in names):
+        kind = "tenant" if action == "backup" else "protection group"
+        raise r.error(f"{p}.target", f"no {kind} name starts with {target!r}",
+                      ", ".join(names[:12]) + ' or "*" for all' if names else f"declare a {kind} first")
+    at = r.duration(o["at"], f"{p}.at")
+    if at >= run_s:
+        raise r.error(f"{p}.at", f"operation at {at:g} s is not before the end of the run ({run_s:g} s)")
+    return Operation(at, action, target)
 
 
 def _topology(r: _Reader, value: Any, regions: dict[str, RegionInfo]) -> Topology:
@@ -241,9 +314,17 @@ def _topology(r: _Reader, value: Any, regions: dict[str, RegionInfo]) -> Topolog
         raise r.error("topology.dedicated", exc.problem, exc.valid) from None
 
 
+def _tenants(r: _Reader, value: Any, i: int, topology: Topology) -> list[TenantSpec]:
+    """One tenant, or with `count` = N a fleet of N alike tenants NAME-0 .. NAME-(N-1)."""
+    spec = _tenant(r, value, i, topology)
+    count = r.integer(value.get("count", 1), f"tenants[{i}].count", 1)
+    return [spec] if count == 1 else [attrs.evolve(spec, name=f"{spec.name}-{k}") for k in range(count)]
+
+
 def _tenant(r: _Reader, value: Any, i: int, topology: Topology) -> TenantSpec:
     p = f"tenants[{i}]"
-    t = r.table(value, p, ("name", "quotas", "server_groups", "servers", "customer_type"), ("name",))
+    t = r.table(value, p, ("name", "quotas", "server_groups", "servers", "customer_type", "protection_groups",
+                           "count"), ("name",))
     quotas = r.table(t.get("quotas", {}), f"{p}.quotas", RESOURCES)
     for k, v in quotas.items():
         r.integer(v, f"{p}.quotas.{k}")
@@ -253,10 +334,20 @@ def _tenant(r: _Reader, value: Any, i: int, topology: Topology) -> TenantSpec:
         groups.append((str(g["name"]), r.choice(g["policy"], f"{p}.server_groups[{j}].policy",
                                                 [x.value for x in GroupPolicy])))
     group_names = [g[0] for g in groups]
+    azs = list(topology.region.azs)
+    pgs = []
+    for j, g in enumerate(t.get("protection_groups", [])):
+        q = f"{p}.protection_groups[{j}]"
+        g = r.table(g, q, ("name", "production_az", "recovery_az", "count"), ("name", "production_az", "recovery_az"))
+        prod = r.choice(g["production_az"], f"{q}.production_az", azs)
+        rec = r.choice(g["recovery_az"], f"{q}.recovery_az", azs)
+        pgs.append(ProtectionGroupSpec(str(g["name"]), prod, rec, r.integer(g.get("count", 1), f"{q}.count", 1)))
+    pg_names = [g.name for g in pgs]
     batches = []
     for j, s in enumerate(t.get("servers", [])):
         q = f"{p}.servers[{j}]"
-        s = r.table(s, q, ("count", "flavor", "az", "auto_recovery", "group", "dedicated"), ("flavor", "az"))
+        s = r.table(s, q, ("count", "flavor", "az", "auto_recovery", "group", "dedicated", "protect"),
+                    ("flavor", "az"))
         flavor = r.choice(s["flavor"], f"{q}.flavor", sorted(FLAVORS))
         az = r.choice(s["az"], f"{q}.az", list(topology.region.azs))
         group = s.get("group")
@@ -266,33 +357,52 @@ def _tenant(r: _Reader, value: Any, i: int, topology: Topology) -> TenantSpec:
         if ar and FLAVORS[flavor].has_local_disk:
             raise r.error(f"{q}.auto_recovery", f"flavor {flavor} has a local disk, so auto-recovery is not "
                           "available (ECS-4)", "a flavor without local disk, or auto_recovery = false")
+        protect = s.get("protect")
+        if protect is not None:
+            pg = pgs[pg_names.index(r.choice(protect, f"{q}.protect", pg_names))]
+            if pg.production_az != az:
+                raise r.error(f"{q}.protect", f"protection group {pg.name!r} protects servers of "
+                              f"{pg.production_az}, these are in {az}", f"a group whose production_az is {az}")
         batches.append(ServerBatch(r.integer(s.get("count", 1), f"{q}.count", 1), flavor, az, ar, group,
-                                   r.boolean(s.get("dedicated", False), f"{q}.dedicated")))
-    return TenantSpec(str(t["name"]), quotas, tuple(groups), tuple(batches))
+                                   r.boolean(s.get("dedicated", False), f"{q}.dedicated"), protect))
+    return TenantSpec(str(t["name"]), quotas, tuple(groups), tuple(batches), tuple(pgs))
 
 
 def _fault(r: _Reader, value: Any, i: int, topology: Topology, run_s: float) -> ScheduledFault:
     p = f"failures.schedule[{i}]"
-    f = r.table(value, p, ("at", "fault", "target", "duration"), ("at", "fault", "target"))
+    f = r.table(value, p, ("at", "fault", "target", "duration", "peer"), ("at", "fault", "target"))
     kind = r.choice(f["fault"], f"{p}.fault", list(FAULTS))
     target = str(f["target"])
-    try:
-        members = topology.domain_members(target)
-    except ConfigError as exc:
-        raise r.error(f"{p}.target", exc.problem, exc.valid) from None
-    level = {"host-crash": "host", "host-partition": "host", "rack": "rack", "power-domain": "power_domain",
-             "az-outage": "az"}[kind]
-    if level == "host":
-        if len(members) != 1 or members[0].name != target:
-            raise r.error(f"{p}.target", f"{kind} needs a host name, got {target!r}", f"e.g. {members[0].name}")
-    elif getattr(members[0], level) != target:
-        raise r.error(f"{p}.target", f"{kind} needs a {level.replace('_', ' ')}, got {target!r}",
-                      f"e.g. {getattr(members[0], level)}")
+    peer = None
+    if kind in ("storage-outage", "link-down"):
+        azs = list(topology.region.azs)
+        r.choice(target, f"{p}.target", azs)
+        if kind == "link-down":
+            if "peer" not in f:
+                raise r.error(p, "link-down needs the AZ at the other end of the link: peer = ...",
+                              ", ".join(a for a in azs if a != target))
+            peer = r.choice(f["peer"], f"{p}.peer", [a for a in azs if a != target])
+    else:
+        if "peer" in f:
+            raise r.error(f"{p}.peer", f"only link-down takes a peer, not {kind}")
+        try:
+            members = topology.domain_members(target)
+        except ConfigError as exc:
+            raise r.error(f"{p}.target", exc.problem, exc.valid) from None
+        level = {"host-crash": "host", "host-partition": "host", "rack": "rack", "power-domain": "power_domain",
+                 "az-outage": "az"}[kind]
+        if level == "host":
+            if len(members) != 1 or members[0].name != target:
+                raise r.error(f"{p}.target", f"{kind} needs a host name, got {target!r}",
+                              f"e.g. {members[0].name}")
+        elif getattr(members[0], level) != target:
+            raise r.error(f"{p}.target", f"{kind} needs a {level.replace('_', ' ')}, got {target!r}",
+                          f"e.g. {getattr(members[0], level)}")
     at = r.duration(f["at"], f"{p}.at")
     if at >= run_s:
         raise r.error(f"{p}.at", f"fault at {at:g} s is not before the end of the run ({run_s:g} s)")
     duration = r.duration(f["duration"], f"{p}.duration") if "duration" in f else None
-    return ScheduledFault(at, kind, target, duration)
+    return ScheduledFault(at, kind, target, duration, peer)
 
 
 def _expectation(r: _Reader, name: str, value: Any) -> Expectation:
