@@ -14,7 +14,17 @@ Failure handling (SPEC ECS-4, REFERENCE "ECS auto-recovery"):
    no capacity it waits, in order, and is retried whenever capacity comes back.
    Other servers stay DOWN on their host and restart when it returns.
 4. A host that returns is reconciled: its stale copies of servers now running
-   elsewhere are destroyed, the servers still bound to it are started.
+   elsewhere are destroyed, the servers still bound to it are started (or found
+   running). One left without a copy there (its rebuild elsewhere failed after the
+   host returned) is rebuilt.
+5. A start, stop or reboot that its host drops midway replies once the server is put
+   back as the AZ holds it (a reboot: running), or its host is handed to 1-4.
+
+Parking (for sDRS, SPEC SDRS-2): a parked server is kept stopped whatever happens,
+because its copy runs in another AZ. Parking cancels its pending or waiting
+recovery; a returning host does not restart it (it stays DOWN there until unparked);
+the tenant cannot start or reboot it. `ParkServer` replies once it runs nowhere in
+this AZ (stopped on its host, or down on a fenced one); `UnparkServer` starts it again.
 """
 
 from __future__ import annotations
@@ -42,8 +52,15 @@ from actors.scheduler import GroupPolicy, PlacementRequest, Scheduler
 from actors.servers import Action, ServerState, transition
 from actors.topology import DEFAULTS, HostSpec
 from runtime.actor import Actor, ActorRef, Reply
-from runtime.errors import BackendError, CloudError, Conflict, InvalidRequest, NoCapacity, NotFound
-from runtime.ports import DomainSpec, Hypervisor, Power, PowerState
+from runtime.errors import (
+    BackendError,
+    CloudError,
+    Conflict,
+    InvalidRequest,
+    NoCapacity,
+    NotFound,
+)
+from runtime.ports import DomainSpec, HostUnreachable, Hypervisor, Power, PowerState
 
 HOST_OP_TIMEOUT = 600.0
 RECONCILE_AGAIN_S = 5.0
@@ -88,6 +105,38 @@ class ResizeServer:
 
 
 @attrs.frozen
+class DescribeServer:
+    """Ask for one server's record. Reply: ServerDescription."""
+
+    server_id: str
+
+
+@attrs.frozen
+class ParkServer:
+    """Keep a server stopped whatever its state (see the module docstring). Reply:
+    ServerView, once it runs nowhere in this AZ. Idempotent."""
+
+    server_id: str
+
+
+@attrs.frozen
+class UnparkServer:
+    """Undo ParkServer and start the server again: on its host if that host is up, else
+    through recovery or its host's return. Reply: ServerView (active once started)."""
+
+    server_id: str
+
+
+@attrs.frozen
+class AwaitCapacity:
+    """Reply (None) the next time capacity may have freed up in this AZ (a server
+    deleted, a failed build released, a host back). One request per `waiter`: a newer
+    one answers the older at once."""
+
+    waiter: str
+
+
+@attrs.frozen
 class Snapshot:
     """Ask for the AZ's view of its servers and hosts (for reports and invariants)."""
 
@@ -103,6 +152,26 @@ class ServerView:
     dedicated: bool
     waiting_capacity: bool
     recovery_pending: bool
+    parked: bool = False
+
+
+@attrs.frozen
+class ServerDescription:
+    id: str
+    tenant: str
+    flavor: Flavor
+    state: str
+    host: str | None
+    parked: bool
+    auto_recovery: bool
+    group: str | None
+    policy: GroupPolicy | None
+    dedicated: bool
+
+    def clone(self) -> PlaceServer:
+        """The request that places this server, same id and all, in another AZ (sDRS)."""
+        return PlaceServer(self.id, self.tenant, self.flavor, self.auto_recovery, self.group, self.policy,
+                           self.dedicated)
 
 
 @attrs.frozen
@@ -132,6 +201,7 @@ class ServerRecord:
     host: str | None = None
     busy: bool = False
     last_recovered: float | None = None
+    parked: bool = False
 
     def request(self) -> PlacementRequest:
         return PlacementRequest(self.id, self.tenant, self.flavor.vcpus, self.flavor.ram_mb,
@@ -159,6 +229,7 @@ class AvailabilityZone(Actor):
         self.waiting: dict[str, float] = {}  # server id -> since; insertion order is retry order
         self.pending: dict[str, None] = {}  # queued for a recovery attempt, in order
         self.recovering = 0  # attempts running now (at most settings.concurrency)
+        self.capacity_waiters: dict[str, Reply] = {}
 
     async def started(self) -> None:
         for spec in self.host_specs:
@@ -179,6 +250,18 @@ class AvailabilityZone(Actor):
                 return self._delete(sid)
             case Snapshot():
                 return self._snapshot()
+            case DescribeServer(sid):
+                return self._describe(sid)
+            case ParkServer(sid):
+                return self._park(sid)
+            case UnparkServer(sid):
+                return self._unpark(sid)
+            case AwaitCapacity(waiter):
+                old = self.capacity_waiters.pop(waiter, None)
+                if old is not None:
+                    old.set(None)
+                self.capacity_waiters[waiter] = self.ctx.defer()
+                return None
         return await super().receive(msg)
 
     # -- tenant requests -------------------------------------------------------------
@@ -233,6 +316,9 @@ class AvailabilityZone(Actor):
         if action not in _COMMANDS:
             raise InvalidRequest(f"unknown server action {action!r}; valid: {', '.join(_COMMANDS)}")
         rec = self._record(sid)
+        if rec.parked:
+            raise Conflict(f"server {sid} is parked: its disaster-recovery copy runs in another AZ; "
+                           "fail back through its sDRS protection group first")
         act, message = _COMMANDS[action]
         new_state = transition(sid, rec.state, act)
         host = rec.host
@@ -247,11 +333,11 @@ class AvailabilityZone(Actor):
             try:
                 await self.agents[host].ask(message(sid), timeout=HOST_OP_TIMEOUT)
             except BackendError:
-                # The host stopped answering midway: whatever was done, it is put back
-                # as the AZ holds it (a reboot: running) once it answers again.
+                # The host stopped answering midway: whatever was done, the server is put
+                # back as the AZ holds it (a reboot: running) before the request replies.
+                await self._put_back(rec, host)
                 if rec.state is ServerState.REBOOTING:
                     rec.state = transition(sid, rec.state, Action.DONE)
-                self.ctx.start_soon(self._resync, host)
                 raise
             except CloudError:
                 if rec.state is ServerState.REBOOTING:  # not overtaken by a host failure meanwhile
@@ -275,24 +361,30 @@ class AvailabilityZone(Actor):
         free_vcpus, free_ram = self.scheduler.free(host)
         if flavor.vcpus - old.vcpus > free_vcpus or flavor.ram_mb - old.ram_mb > free_ram:
             raise NoCapacity(host, f"{flavor.name} in place of {old.name} (resize happens on the same host)")
+        # While it resizes it holds room for the larger of both flavors: the flavor it ends
+        # with then fits whatever was placed on the host meanwhile.
         self.scheduler.release(sid)
-        rec.flavor = flavor
-        self.scheduler.claim(host, rec.request())
+        self.scheduler.claim(host, attrs.evolve(rec.request(), vcpus=max(old.vcpus, flavor.vcpus),
+                                                ram_mb=max(old.ram_mb, flavor.ram_mb)))
         rec.state = new_state
+
+        def end_with(kept: Flavor) -> None:
+            self.scheduler.release(sid)
+            rec.flavor = kept
+            self.scheduler.claim(host, rec.request())
 
         async def run() -> None:
             try:
                 await self.agents[host].ask(ResizeDomain(sid, flavor.vcpus, flavor.ram_mb),
                                             timeout=HOST_OP_TIMEOUT)
             except CloudError as exc:
-                self.scheduler.release(sid)
-                rec.flavor = old
-                self.scheduler.claim(host, rec.request())
+                end_with(old)
                 if rec.state is ServerState.RESIZING:  # not overtaken by a host failure meanwhile
                     rec.state = transition(sid, rec.state, Action.FAILED)
                 if isinstance(exc, BackendError):
                     self.ctx.start_soon(self._resync, host)
                 raise
+            end_with(flavor)
             if rec.state is ServerState.RESIZING:
                 rec.state = transition(sid, rec.state, Action.DONE)
             self.ctx.emit("ServerResized", server=sid, tenant=rec.tenant, flavor=flavor.name)
@@ -320,10 +412,103 @@ class AvailabilityZone(Actor):
         self._background(self.ctx.defer(), rec, run)
 
     def _snapshot(self) -> AZSnapshot:
-        views = tuple(ServerView(r.id, r.tenant, r.state.value, r.host, r.auto_recovery, r.group, r.dedicated,
-                                 r.id in self.waiting, r.id in self.pending) for r in self.servers.values())
+        views = tuple(self._view(r) for r in self.servers.values())
         down = tuple(h for h, s in self.host_state.items() if s is not HostState.UP)
         return AZSnapshot(self.name, views, down)
+
+    def _view(self, r: ServerRecord) -> ServerView:
+        return ServerView(r.id, r.tenant, r.state.value, r.host, r.auto_recovery, r.group, r.dedicated,
+                          r.id in self.waiting, r.id in self.pending, r.parked)
+
+    def _describe(self, sid: str) -> ServerDescription:
+        r = self.servers.get(sid)
+        if r is None:
+            raise NotFound("server", sid)
+        return ServerDescription(r.id, r.tenant, r.flavor, r.state.value, r.host, r.parked, r.auto_recovery,
+                                 r.group, r.policy, r.dedicated)
+
+    # -- parking (sDRS) ------------------------------------------------------------------
+    def _park(self, sid: str) -> None:
+        rec = self.servers.get(sid)
+        if rec is None:
+            raise NotFound("server", sid)
+        if not rec.parked:
+            rec.parked = True
+            self.ctx.emit("ServerParked", server=sid, tenant=rec.tenant, state=rec.state.value)
+        self.waiting.pop(sid, None)
+        self.pending.pop(sid, None)
+        self.ctx.start_soon(self._settle_parked, self.ctx.defer(), rec)
+
+    async def _settle_parked(self, reply: Reply, rec: ServerRecord) -> None:
+        """Stop it where it runs; on a host not yet fenced, wait for the fencing."""
+        sid = rec.id
+        while rec.parked:
+            if self.servers.get(sid) is not rec:
+                reply.fail(NotFound("server", sid))
+                return
+            if not rec.busy and rec.state is not ServerState.ACTIVE:
+                reply.set(self._view(rec))  # shutoff, down (its host fenced), error: it does not run
+                return
+            host = rec.host
+            if not rec.busy and host is not None and self.host_state[host] is HostState.UP:
+                rec.busy = True
+                try:
+                    await self.agents[host].ask(StopServer(sid), timeout=HOST_OP_TIMEOUT)  # stopped already: done
+                except BackendError:
+                    self.ctx.start_soon(self._resync, host)
+                    continue
+                finally:
+                    rec.busy = False
+                if rec.state is ServerState.ACTIVE:
+                    rec.state = transition(sid, rec.state, Action.STOP)
+                    self.ctx.emit("ServerStateChanged", server=sid, tenant=rec.tenant, state=rec.state.value)
+                continue
+            await self.ctx.sleep(RECONCILE_AGAIN_S)
+        reply.fail(Conflict(f"server {sid} was unparked before it stopped"))
+
+    def _unpark(self, sid: str) -> None:
+        rec = self.servers.get(sid)
+        if rec is None:
+            raise NotFound("server", sid)
+        if rec.parked:
+            rec.parked = False
+            self.ctx.emit("ServerUnparked", server=sid, tenant=rec.tenant, state=rec.state.value)
+        self.ctx.start_soon(self._settle_unparked, self.ctx.defer(), rec)
+
+    async def _settle_unparked(self, reply: Reply, rec: ServerRecord) -> None:
+        sid = rec.id
+        while not rec.parked:
+            if self.servers.get(sid) is not rec:
+                reply.fail(NotFound("server", sid))
+                return
+            host = rec.host
+            host_state = self.host_state[host] if host is not None else None
+            if rec.busy or host_state in (HostState.SUSPECT, HostState.RETURNING):
+                await self.ctx.sleep(RECONCILE_AGAIN_S)  # let the operation, fencing or reconcile end
+                continue
+            if rec.state in (ServerState.SHUTOFF, ServerState.DOWN) and host_state is HostState.UP:
+                assert host is not None
+                rec.busy = True
+                try:
+                    await self.agents[host].ask(StartServer(sid), timeout=HOST_OP_TIMEOUT)  # running already: done
+                except BackendError:
+                    self.ctx.start_soon(self._resync, host)
+                    continue
+                except CloudError as exc:
+                    reply.fail(exc)
+                    return
+                finally:
+                    rec.busy = False
+                if rec.state in (ServerState.SHUTOFF, ServerState.DOWN) and not rec.parked:
+                    act = Action.START if rec.state is ServerState.SHUTOFF else Action.HOST_RETURNED
+                    rec.state = transition(sid, rec.state, act)
+                    self.ctx.emit("ServerStateChanged", server=sid, tenant=rec.tenant, state=rec.state.value)
+                continue
+            if rec.state is ServerState.DOWN and not self._not_recoverable(rec, self.ctx.now()):
+                self._enqueue(sid)  # its host is fenced: rebuild it elsewhere, as any recovery
+            reply.set(self._view(rec))  # running, or runs once recovered or its host is back
+            return
+        reply.fail(Conflict(f"server {sid} was parked again before it started"))
 
     # -- failure detection and fencing -------------------------------------------------
     async def _watch(self, host: str) -> None:
@@ -369,18 +554,19 @@ class AvailabilityZone(Actor):
         for sid in self.scheduler.servers_on(host):
             rec = self.servers[sid]
             if rec.state is ServerState.DOWN and not rec.busy and sid not in self.waiting:
-                if not self._not_recoverable(rec, now):  # was being restarted here when lost again
+                if not rec.parked and not self._not_recoverable(rec, now):  # was being restarted here when lost again
                     queued.append(sid)
                 continue
             if rec.state not in (ServerState.ACTIVE, ServerState.REBOOTING, ServerState.RESIZING):
                 continue
             rec.state = transition(sid, rec.state, Action.HOST_FAILED)
-            reason = self._not_recoverable(rec, now)
+            reason = "parked" if rec.parked else self._not_recoverable(rec, now)
             if not reason:
                 queued.append(sid)
                 continue
             down.setdefault(reason, []).append(sid)
-            if rec.auto_recovery and not rec.flavor.has_local_disk and rec.last_recovered is not None:
+            if not rec.parked and rec.auto_recovery and not rec.flavor.has_local_disk \
+                    and rec.last_recovered is not None:
                 # the 12 h limit is a rate limit: if its host is still down then, rebuild it
                 self.ctx.start_soon(self._recover_when_allowed, sid, rec.last_recovered)
         self.ctx.emit("HostFenced" if fenced else "HostPresumedDown", host=host, recovering=queued, down=down)
@@ -415,18 +601,21 @@ class AvailabilityZone(Actor):
 
     async def _recover(self, sid: str) -> None:
         rec = self.servers.get(sid)
-        if rec is None or rec.state is not ServerState.DOWN:
+        if rec is None or rec.state is not ServerState.DOWN or rec.parked:
             return
         if rec.busy:  # an operation that its host's failure will end: try again after it
             self.ctx.start_soon(self._requeue_later, sid)
             return
         old = rec.host
         assert old is not None
-        if self.host_state[old] is HostState.UP:
-            return  # its host came back first and restarted it
+        # A host that is up again has reconciled: every server bound to it with a copy there
+        # runs. One still down there has no copy (it was being rebuilt elsewhere when the host
+        # returned, so its copy was removed as stale, then that rebuild failed): rebuild it,
+        # that host included.
+        exclude = () if self.host_state[old] is HostState.UP else (old,)
         self.scheduler.release(sid)
         try:
-            new = self.scheduler.place(rec.request(), exclude=(old,))
+            new = self.scheduler.place(rec.request(), exclude=exclude)
         except NoCapacity as exc:
             self.scheduler.claim(old, rec.request())
             if sid not in self.waiting:
@@ -440,8 +629,8 @@ class AvailabilityZone(Actor):
             await self.agents[new].ask(BuildServer(rec.spec()), timeout=HOST_OP_TIMEOUT)
         except CloudError as exc:
             self.scheduler.release(sid)
-            self.scheduler.claim(old, rec.request())
-            rec.host, rec.state = old, transition(sid, rec.state, Action.FAILED)
+            back = self._rebind(rec, old, new)
+            rec.host, rec.state = back, transition(sid, rec.state, Action.FAILED)
             self.ctx.emit("RecoveryFailed", server=sid, tenant=rec.tenant, host=new, error=str(exc))
             self.ctx.start_soon(self._resync, new)
             self.ctx.start_soon(self._requeue_later, sid)
@@ -452,13 +641,44 @@ class AvailabilityZone(Actor):
         rec.last_recovered = self.ctx.now()
         self.ctx.emit("ServerRecovered", server=sid, tenant=rec.tenant, from_host=old, to_host=new)
 
+    def _rebind(self, rec: ServerRecord, old: str, new: str) -> str:
+        """Place a server whose rebuild on `new` failed: back on its old host, where it
+        restarts if that host returns. Its room there was given up for the attempt: if the
+        host returned meanwhile (removing its copy, stale then) and its room is taken, the
+        server stays on `new`, which had room for it a moment ago."""
+        try:
+            self.scheduler.claim(old, rec.request())
+            return old
+        except CloudError:
+            self.scheduler.claim(new, rec.request())
+            return new
+
     async def _recover_when_allowed(self, sid: str, last_recovered: float) -> None:
         await self.ctx.sleep(last_recovered + self.settings.min_interval_s - self.ctx.now())
         rec = self.servers.get(sid)
-        if rec is not None and rec.state is ServerState.DOWN and rec.host is not None \
+        if rec is not None and rec.state is ServerState.DOWN and rec.host is not None and not rec.parked \
                 and self.host_state[rec.host] is not HostState.UP:
             self.ctx.emit("RecoveryRetried", server=sid, tenant=rec.tenant, host=rec.host)
             self._enqueue(sid)
+
+    async def _put_back(self, rec: ServerRecord, host: str) -> None:
+        """`host` dropped an operation on `rec` midway (a reboot may have stopped it and
+        not started it again): run or stop its domain as the AZ holds it. Until then the
+        operation is not over: the server stays busy and the request has no reply, so the
+        AZ never calls active a server that does not run. Retried while the host is up: an
+        unreachable host is suspected within the keepalive time, and then its fencing and
+        reconcile own the server (which stays busy meanwhile, so the host cannot be up again
+        before this ends)."""
+        put_back = StartServer if rec.state in (ServerState.ACTIVE, ServerState.REBOOTING) else StopServer
+        while self.host_state[host] is HostState.UP:
+            try:
+                await self.agents[host].ask(put_back(rec.id), timeout=HOST_OP_TIMEOUT)  # so already: done
+            except HostUnreachable:
+                await self.ctx.sleep(RECONCILE_AGAIN_S)
+                continue
+            except CloudError:
+                self.ctx.start_soon(self._resync, host)  # not this server alone: the host's resync
+            return
 
     async def _resync(self, host: str) -> None:
         """After an operation on `host` failed midway: make the host match what the AZ
@@ -473,7 +693,7 @@ class AvailabilityZone(Actor):
                 continue  # another operation is under way: look again after it
             wanted: dict[ServerState, set[str]] = {ServerState.ACTIVE: set(), ServerState.SHUTOFF: set()}
             for rec in bound:
-                wanted.get(rec.state, set()).add(rec.id)
+                wanted.get(ServerState.SHUTOFF if rec.parked else rec.state, set()).add(rec.id)
             try:
                 done = await self.agents[host].ask(
                     Reconcile(frozenset(r.id for r in bound), frozenset(wanted[ServerState.ACTIVE]),
@@ -491,6 +711,9 @@ class AvailabilityZone(Actor):
     def _retry_waiting(self) -> None:
         for sid in self.waiting:
             self._enqueue(sid)
+        waiters, self.capacity_waiters = self.capacity_waiters, {}
+        for reply in waiters.values():
+            reply.set(None)
 
     # -- hosts coming back ----------------------------------------------------------------
     def _returned(self, host: str) -> None:
@@ -502,6 +725,7 @@ class AvailabilityZone(Actor):
     async def _reconcile(self, host: str) -> None:
         """Destroy stale copies, restart what is still bound here; retry until done or lost again."""
         while self.host_state[host] is HostState.RETURNING:
+            skipped = self._busy_on(host)  # the pass leaves these alone
             try:
                 done = await self._reconcile_once(host)
             except CloudError as exc:
@@ -510,37 +734,44 @@ class AvailabilityZone(Actor):
                 continue
             if self.host_state[host] is not HostState.RETURNING:
                 return
-            if any(self.servers[sid].busy for sid in self.scheduler.servers_on(host)):
-                # an operation begun before the host went away: look again once it has ended
+            if skipped or self._busy_on(host):
+                # an operation begun before the host went away (it may have ended during the
+                # pass, which did not look at its server): look again once none is under way
                 await self.ctx.sleep(RECONCILE_AGAIN_S)
                 continue
             now = self.ctx.now()
             for sid in self.scheduler.servers_on(host):
                 rec = self.servers[sid]
-                if rec.state is ServerState.DOWN and not rec.busy and not self._not_recoverable(rec, now):
+                if rec.state is ServerState.DOWN and not rec.busy and not rec.parked \
+                        and not self._not_recoverable(rec, now):
                     self._enqueue(sid)  # its copy on this host is gone: rebuild it
             self.host_state[host] = HostState.UP
             self.scheduler.set_enabled(host, True)
             self.ctx.emit("HostReturned", host=host, removed=list(done.removed), restarted=list(done.started))
             self._retry_waiting()
 
+    def _busy_on(self, host: str) -> bool:
+        return any(self.servers[sid].busy for sid in self.scheduler.servers_on(host))
+
     async def _reconcile_once(self, host: str) -> Reconciled:
         bound = {sid: self.servers[sid] for sid in self.scheduler.servers_on(host)}
-        # Start what should run here: servers left down, and active ones that a reboot stopped.
+        # Start what should run here: servers left down, and active ones that a reboot stopped;
+        # never a parked one (its copy runs in another AZ): that one is stopped if it runs.
         restart = {sid for sid, rec in bound.items()
-                   if rec.state in (ServerState.DOWN, ServerState.ACTIVE) and not rec.busy}
+                   if rec.state in (ServerState.DOWN, ServerState.ACTIVE) and not rec.busy and not rec.parked}
+        parked = frozenset(sid for sid, rec in bound.items() if rec.parked)
         for sid in restart:
             rec = bound[sid]
             rec.busy = True  # no recovery attempt may start it elsewhere meanwhile
             self.waiting.pop(sid, None)
             self.pending.pop(sid, None)
         try:
-            done: Reconciled = await self.agents[host].ask(Reconcile(frozenset(bound), frozenset(restart)),
+            done: Reconciled = await self.agents[host].ask(Reconcile(frozenset(bound), frozenset(restart), parked),
                                                           timeout=HOST_OP_TIMEOUT)
         finally:
             for sid in restart:
                 bound[sid].busy = False
-        for sid in done.started:
+        for sid in done.running:  # started, or running already (e.g. a boot that ended after the host returned)
             rec = bound[sid]
             if rec.state is ServerState.DOWN:
                 rec.state = transition(sid, rec.state, Action.HOST_RETURNED)

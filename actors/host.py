@@ -25,11 +25,15 @@ class BuildServer:
 
 @attrs.frozen
 class StartServer:
+    """Start a server; one that runs already is left running."""
+
     server_id: str
 
 
 @attrs.frozen
 class StopServer:
+    """Stop a server; one that is stopped already (its host rebooted under it) is left so."""
+
     server_id: str
 
 
@@ -69,6 +73,7 @@ class Reconcile:
 class Reconciled:
     removed: tuple[str, ...]
     started: tuple[str, ...]
+    running: tuple[str, ...]  # of `start`: those that run now, started or found running
 
 
 class HostAgent(Actor):
@@ -82,9 +87,9 @@ class HostAgent(Actor):
             case BuildServer(spec):
                 op = self._build(spec)
             case StartServer(sid):
-                op = hv.start(sid)
+                op = self._start(sid)
             case StopServer(sid):
-                op = hv.stop(sid)
+                op = self._stop(sid)
             case RebootServer(sid):
                 op = self._reboot(sid)
             case ResizeServer(sid, vcpus, ram_mb):
@@ -120,22 +125,35 @@ class HostAgent(Actor):
             await self.hv.define(spec)
         await self.hv.start(spec.server_id)
 
-    async def _reboot(self, sid: str) -> None:
+    # A start or stop is asked for the state it leaves; the port refuses one that finds the
+    # domain so already (a host that rebooted under the call stopped it): that is done too.
+    async def _start(self, sid: str) -> None:
+        try:
+            await self.hv.start(sid)
+        except InvalidTransition:
+            pass  # running already
+
+    async def _stop(self, sid: str) -> None:
         try:
             await self.hv.stop(sid)
         except InvalidTransition:
-            pass  # already stopped (its host rebooted under it): a reboot just starts it
-        await self.hv.start(sid)
+            pass  # stopped already
+
+    async def _reboot(self, sid: str) -> None:
+        await self._stop(sid)  # a reboot of a stopped domain just starts it
+        await self._start(sid)
 
     async def _reconcile(self, keep: frozenset[str], start: frozenset[str], stop: frozenset[str]) -> Reconciled:
-        removed, started = [], []
+        removed, started, running = [], [], []
         for dom in await self.hv.list():
             if dom.server_id not in keep:
                 await self.hv.undefine(dom.server_id)
                 removed.append(dom.server_id)
-            elif dom.server_id in start and not dom.running:
-                await self.hv.start(dom.server_id)
-                started.append(dom.server_id)
+            elif dom.server_id in start:
+                if not dom.running:
+                    await self._start(dom.server_id)
+                    started.append(dom.server_id)
+                running.append(dom.server_id)
             elif dom.server_id in stop and dom.running:
-                await self.hv.stop(dom.server_id)
-        return Reconciled(tuple(removed), tuple(started))
+                await self._stop(dom.server_id)
+        return Reconciled(tuple(removed), tuple(started), tuple(running))

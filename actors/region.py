@@ -1,7 +1,8 @@
-"""The region actor: its AZs and tenants (SPEC GEO-1, TEN-1).
+"""The region actor: its AZs, their volume services, its backup and disaster-recovery
+services, and tenants (SPEC GEO-1, TEN-1).
 
-A tenant of a region reaches only the AZs of that region, so no request of a tenant
-can place anything outside the region it chose (GEO-3).
+A tenant of a region reaches only the AZs (and volume services) of that region, so no
+request of a tenant can place anything outside the region it chose (GEO-3).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from typing import Any
 import attrs
 
 from actors.az import AvailabilityZone, AZSnapshot, RecoverySettings, Snapshot
+from actors.backups import BackupLimits, BackupService
 from actors.quotas import check_resources
+from actors.sdrs import DisasterRecovery, SdrsSettings
 from actors.tenant import Tenant
 from actors.topology import Topology
+from actors.volumes import VolumeService
 from runtime.actor import Actor, ActorRef
 from runtime.errors import Conflict, InvalidRequest, NotFound
 from runtime.ports import Hypervisor, Power
+from runtime.storage import BlockStore, ObjectStore
 
 
 @attrs.frozen
@@ -38,13 +43,41 @@ class RegionSnapshot:
     azs: tuple[AZSnapshot, ...]
 
 
+@attrs.frozen
+class GetServices:
+    """Reply: RegionServices."""
+
+
+@attrs.frozen
+class RegionServices:
+    azs: Mapping[str, ActorRef]
+    volumes: Mapping[str, ActorRef]
+    backups: ActorRef | None
+    sdrs: ActorRef | None
+
+
 class Region(Actor):
+    """`block_stores`: the BlockStore of each AZ that has one; each gets a VolumeService,
+    and servers placed there get a system volume (ECS-3). With them, the region also runs
+    sDRS (`DisasterRecovery`), and with its `object_store` the `BackupService`."""
+
     def __init__(self, topology: Topology, ports: Mapping[str, tuple[Hypervisor, Power]],
-                 settings: RecoverySettings | None = None) -> None:
+                 settings: RecoverySettings | None = None,
+                 block_stores: Mapping[str, BlockStore] | None = None,
+                 object_store: ObjectStore | None = None,
+                 sdrs_settings: SdrsSettings | None = None,
+                 backup_limits: BackupLimits | None = None) -> None:
         self.topology = topology
         self.ports = ports
         self.settings = settings
+        self.block_stores = dict(block_stores or {})
+        self.object_store = object_store
+        self.sdrs_settings = sdrs_settings
+        self.backup_limits = backup_limits
         self.azs: dict[str, ActorRef] = {}
+        self.volumes: dict[str, ActorRef] = {}
+        self.backups: ActorRef | None = None
+        self.sdrs: ActorRef | None = None
         self.tenants: dict[str, ActorRef] = {}
 
     async def started(self) -> None:
@@ -52,11 +85,23 @@ class Region(Actor):
             hosts = self.topology.hosts_in(az)
             ports = {h.name: self.ports[h.name] for h in hosts}
             self.azs[az] = self.ctx.spawn(functools.partial(AvailabilityZone, az, hosts, ports, self.settings), az)
+            store = self.block_stores.get(az)
+            if store is not None:
+                self.volumes[az] = self.ctx.spawn(functools.partial(VolumeService, az, store), f"volumes-{az}")
+        if self.block_stores:
+            self.sdrs = self.ctx.spawn(functools.partial(
+                DisasterRecovery, self.topology.region, self.azs, self.volumes, self.block_stores,
+                self.sdrs_settings), "sdrs")
+        if self.block_stores and self.object_store is not None:
+            self.backups = self.ctx.spawn(functools.partial(
+                BackupService, self.object_store, self.block_stores, self.volumes, self.backup_limits), "backups")
 
     async def receive(self, msg: Any) -> Any:
         match msg:
             case CreateTenant(name, quotas, customer_type):
                 return self._create_tenant(name, quotas, customer_type)
+            case GetServices():
+                return RegionServices(self.azs, self.volumes, self.backups, self.sdrs)
             case GetTenant(name):
                 ref = self.tenants.get(name)
                 if ref is None:
@@ -75,7 +120,7 @@ class Region(Actor):
         if only is not None and customer_type != only:
             raise InvalidRequest(f"region {self.topology.region.name} is only for {only!r} tenants (GEO-1)")
         check_resources(quotas, f"tenant {name} quotas")
-        ref = self.ctx.spawn(lambda: Tenant(name, self.azs, quotas), f"tenant-{name}")
+        ref = self.ctx.spawn(lambda: Tenant(name, self.azs, quotas, self.volumes, self.backups), f"tenant-{name}")
         self.tenants[name] = ref
         self.ctx.emit("TenantCreated", tenant=name)
         return ref

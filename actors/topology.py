@@ -26,6 +26,11 @@ class RegionInfo:
     only_for: str | None = None
     inter_az_latency_ms: float = 1.0
     intra_az_latency_ms: float = 0.1
+    sdrs_recovery_azs: tuple[str, ...] = ()  # SDRS-1; empty: any AZ of the region
+
+    def recovery_azs(self, production_az: str) -> tuple[str, ...]:
+        """The AZs an sDRS group whose production AZ is `production_az` may recover to."""
+        return tuple(az for az in self.sdrs_recovery_azs or self.azs if az != production_az)
 
 
 @attrs.frozen
@@ -81,9 +86,14 @@ def load_regions(extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[s
             regions[name] = RegionInfo(name=name, city=str(r["city"]), currency=str(r.get("currency", "USD")),
                                        azs=tuple(r["azs"]), only_for=r.get("only_for"),
                                        inter_az_latency_ms=float(r.get("inter_az_latency_ms", 1.0)),
-                                       intra_az_latency_ms=float(r.get("intra_az_latency_ms", 0.1)))
+                                       intra_az_latency_ms=float(r.get("intra_az_latency_ms", 0.1)),
+                                       sdrs_recovery_azs=tuple(r.get("sdrs_recovery_azs", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"region {name}", f"bad or missing field {exc}", "city, azs = [...], currency") from exc
+        stray = sorted(set(regions[name].sdrs_recovery_azs) - set(regions[name].azs))
+        if stray:
+            raise ConfigError(f"region {name} sdrs_recovery_azs", f"{', '.join(stray)} is not an AZ of the region",
+                              ", ".join(regions[name].azs))
     return regions
 
 

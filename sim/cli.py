@@ -41,10 +41,14 @@ def _summary(result: dict[str, Any]) -> Table:
     table = Table(title=f"{result['scenario']} (seed {result['seed']})", show_header=True)
     table.add_column("figure")
     table.add_column("value", justify="right")
+    idle = {"sdrs", "sdrs_totals"} if not result["sdrs_totals"]["groups"] else set()
+    if not any(result["backups"].values()):
+        idle.add("backups")
     for path in reports.known_paths(result):
-        if path in ("source", "scenario", "seed", "event_log_sha256"):
+        if path in ("source", "scenario", "seed", "event_log_sha256") or path.split(".")[0] in idle:
             continue
-        table.add_row(path, _fmt(reports.lookup(result, path)))
+        value = reports.lookup(result, path)
+        table.add_row(path, f"{len(value)} (in report.json)" if isinstance(value, list) else _fmt(value))
     table.add_row("event_log_sha256", result["event_log_sha256"][:16] + "...")
     for e in result["expectations"]:
         mark = "[green]ok[/green]" if e["ok"] else "[red]FAILED[/red]"

@@ -9,10 +9,14 @@ from typing import Any
 import attrs
 import simpy
 
+from actors.backups import BackupStats
 from actors.region import RegionSnapshot
+from actors.sdrs import GroupReport
 from runtime.errors import ConfigError
+from runtime.storage import GIB
 from sim.hosts import World
 from sim.scenario import Expectation, Scenario
+from sim.storage import StorageModel
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -31,6 +35,11 @@ class Metrics:
         self.world = world
         self.kinds: Counter[str] = Counter()
         self.recovery_s: list[float] = []
+        self.az_failed: dict[str, list[float]] = {}  # AZ -> when its storage went dark (truth)
+        self.failover_from: dict[str, str] = {}  # group -> the AZ its running failover left
+        self.failovers: list[dict[str, Any]] = []
+        self.backup_requested: dict[str, float] = {}
+        self.backup_s: list[float] = []  # request to available, queueing included
 
     def __call__(self, time: float, source: str, kind: str, fields: dict[str, Any]) -> None:
         self.kinds[kind] += 1
@@ -40,30 +49,105 @@ class Metrics:
                 self.recovery_s.append(time - stopped)
         elif kind in ("HostFenced", "HostPresumedDown"):
             self.kinds["ServerDown"] += sum(len(ids) for ids in fields["down"].values())
+        elif kind == "FaultInjected" and fields["fault"] in ("az-outage", "storage-outage"):
+            self.az_failed.setdefault(fields["target"], []).append(time)
+        elif kind == "FailoverStarted":
+            self.failover_from[fields["group"]] = fields["from_az"]
+        elif kind == "FailoverCompleted":
+            self._failover(time, fields)
+        elif kind == "BackupRequested":
+            self.backup_requested[fields["backup"]] = time
+        elif kind == "BackupCreated":
+            requested = self.backup_requested.pop(fields["backup"], None)
+            if requested is not None:
+                self.backup_s.append(time - requested)
+
+    def _failover(self, time: float, fields: dict[str, Any]) -> None:
+        """RPO and RTO from the truth: the moment the production AZ's storage failed."""
+        self.failovers.append(self.measure(fields["group"], time, fields["consistent_as_of"], fields["servers"],
+                                            fields["failed_to_start"], done=True))
+
+    def measure(self, group: str, time: float, consistent: float | None, servers: int, failed_to_start: int,
+                 done: bool) -> dict[str, Any]:
+        source = self.failover_from.pop(group, None) if done else self.failover_from.get(group)
+        failed = [t for t in self.az_failed.get(source or "", []) if t <= time]
+        rpo = rto = None
+        if failed:
+            rto = time - failed[-1] if done else None
+            rpo = max(0.0, failed[-1] - consistent) if consistent is not None else None
+        return {"group": group, "from_az": source, "rpo_s": rpo, "rto_s": rto, "servers": servers,
+                "failed_to_start": failed_to_start, "completed": done}
+
+
+def storage_figures(storage: StorageModel | None, known_volumes: dict[str, list[str]], groups: tuple[GroupReport, ...],
+                    backups: BackupStats | None, metrics: Metrics) -> dict[str, Any]:
+    """Volumes the control plane knows but the stores lost, sDRS failovers, backups."""
+    lost = sum(1 for az, ids in known_volumes.items() for v in ids
+               if storage is None or v not in storage.volumes[az])
+    # Failovers still running at the end: their servers wait for capacity (no RTO yet).
+    failovers = metrics.failovers + [
+        metrics.measure(g.group, float("inf"), g.consistent_as_of, g.servers, g.failed_to_start, done=False)
+        for g in groups if g.group in metrics.failover_from]
+    rpo = [f["rpo_s"] for f in failovers if f["rpo_s"] is not None]
+    rto = [f["rto_s"] for f in failovers if f["rto_s"] is not None]
+    return {
+        "volumes": {"total": sum(len(ids) for ids in known_volumes.values()), "lost": lost},
+        "sdrs": failovers,
+        "sdrs_totals": {
+            "groups": len(groups), "protected_servers": sum(g.servers for g in groups),
+            "failovers": len(failovers), "failovers_completed": len(metrics.failovers),
+            "switchovers": metrics.kinds["SwitchoverCompleted"],
+            "servers": sum(f["servers"] for f in failovers),
+            "failed_to_start": sum(f["failed_to_start"] for f in failovers),
+            "waiting_at_end": sum(len(g.waiting) for g in groups),
+            "rpo_p50_s": percentile(rpo, 50), "rpo_max_s": max(rpo) if rpo else None,
+            "rto_p50_s": percentile(rto, 50), "rto_max_s": max(rto) if rto else None,
+            "replicated_gb": round(storage.replicated_bytes() / GIB, 1) if storage is not None else 0.0,
+        },
+        "backups": {"completed": backups.completed if backups else 0,
+                    "queued_max": backups.queued_max if backups else 0,
+                    "running_max_per_tenant": backups.running_max_per_tenant if backups else 0,
+                    "rejected": backups.rejected if backups else 0,
+                    "failed": backups.failed if backups else 0,
+                    "failed_attempts": metrics.kinds["BackupJobFailed"],
+                    "restored": backups.restored if backups else 0,
+                    "duration_p50_s": percentile(metrics.backup_s, 50),
+                    "duration_max_s": max(metrics.backup_s) if metrics.backup_s else None},
+    }
 
 
 def build(scenario: Scenario, seed: int, snapshot: RegionSnapshot, world: World, metrics: Metrics,
-          events: int, sha256: str, sim_seconds: float, wall_seconds: float, actor_restarts: int) -> dict[str, Any]:
+          events: int, sha256: str, sim_seconds: float, wall_seconds: float, actor_restarts: int,
+          storage: dict[str, Any], waiting: frozenset[str] = frozenset()) -> dict[str, Any]:
     counts = Counter[str]()
     down_hosts: set[str] = set()
     for az in snapshot.azs:
         down_hosts.update(az.hosts_down)
+    # A server protected by sDRS has a copy in each of its two AZs, one of them parked.
+    views: dict[str, Any] = {}
+    for az in snapshot.azs:
         for s in az.servers:
-            counts["total"] += 1
-            truth = world.running_on.get(s.id, set())
-            if s.state == "active" and truth == {s.host}:
-                counts["running"] += 1
-            elif s.waiting_capacity:
-                counts["waiting_capacity"] += 1
-            elif s.recovery_pending or s.state in ("building", "recovering", "rebooting", "resizing"):
-                counts["recovering"] += 1
-            elif s.state == "shutoff":
-                counts["stopped"] += 1
-            elif s.state in ("down", "active") and s.host is not None and not world.hosts[s.host].dead \
-                    and (s.state == "down" or s.host in down_hosts):
-                counts["down"] += 1
-            else:
-                counts["lost"] += 1
+            if s.id not in views or views[s.id].parked:
+                views[s.id] = s
+    for s in views.values():
+        counts["total"] += 1
+        if s.parked:
+            counts["waiting_capacity" if s.id in waiting else "parked"] += 1
+            continue
+        truth = world.running_on.get(s.id, set())
+        if s.state == "active" and truth == {s.host}:
+            counts["running"] += 1
+        elif s.waiting_capacity:
+            counts["waiting_capacity"] += 1
+        elif s.recovery_pending or s.state in ("building", "recovering", "rebooting", "resizing"):
+            counts["recovering"] += 1
+        elif s.state == "shutoff":
+            counts["stopped"] += 1
+        elif s.state in ("down", "active") and s.host is not None and not world.hosts[s.host].dead \
+                and (s.state == "down" or s.host in down_hosts):
+            counts["down"] += 1
+        else:
+            counts["lost"] += 1
     rec = metrics.recovery_s
     report: dict[str, Any] = {
         "scenario": scenario.name,
@@ -74,7 +158,7 @@ def build(scenario: Scenario, seed: int, snapshot: RegionSnapshot, world: World,
         "events": events,
         "event_log_sha256": sha256,
         "servers": {k: counts[k] for k in ("total", "running", "lost", "waiting_capacity", "recovering", "down",
-                                           "stopped")},
+                                           "stopped", "parked")},
         "hosts": {"total": len(world.hosts), "down_at_end": len(down_hosts),
                   "dead": sum(1 for h in world.hosts.values() if h.dead)},
         "faults": metrics.kinds["FaultInjected"],
@@ -88,6 +172,7 @@ def build(scenario: Scenario, seed: int, snapshot: RegionSnapshot, world: World,
         "create_failures": metrics.kinds["ServerBuildFailed"] + metrics.kinds["CreateRefused"],
         "fence_failures": metrics.kinds["FenceFailed"],
         "actor_restarts": actor_restarts,
+        **storage,
     }
     report["expectations"] = [check(e, report) for e in scenario.expect]
     return report
@@ -124,8 +209,9 @@ def check(e: Expectation, report: dict[str, Any]) -> dict[str, Any]:
 
 def validate_expectations(scenario: Scenario) -> None:
     """Refuse, before running, an `[expect]` entry that names no figure of the report."""
+    metrics = Metrics(World(simpy.Environment()))
     empty = build(attrs.evolve(scenario, expect=()), scenario.seed, RegionSnapshot(()), World(simpy.Environment()),
-                  Metrics(World(simpy.Environment())), 0, "", 0.0, 0.0, 0)
+                  metrics, 0, "", 0.0, 0.0, 0, storage_figures(None, {}, (), None, metrics))
     valid = known_paths(empty)
     for e in scenario.expect:
         if e.name not in valid:

@@ -72,6 +72,7 @@ class Operation:
     at_s: float
     action: str
     target: str
+    every_s: float | None = None  # repeat until the end of the run
 
 
 @attrs.frozen
@@ -208,7 +209,7 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
     partners = r.table(data.get("regions", {}), "regions", tuple(data.get("regions", {})))
     for name, table in partners.items():
         r.table(table, f"regions.{name}", ("city", "currency", "azs", "only_for", "inter_az_latency_ms",
-                                          "intra_az_latency_ms"), ("city", "azs"))
+                                          "intra_az_latency_ms", "sdrs_recovery_azs"), ("city", "azs"))
     try:
         regions = load_regions(partners)
     except ConfigError as exc:
@@ -271,7 +272,7 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
 
 def _operation(r: _Reader, value: Any, i: int, run_s: float, groups: list[str], tenants: list[str]) -> Operation:
     p = f"operations[{i}]"
-    o = r.table(value, p, ("at", "action", "target"), ("at", "action"))
+    o = r.table(value, p, ("at", "action", "target", "every"), ("at", "action"))
     action = r.choice(o["action"], f"{p}.action", list(OPERATIONS))
     target = str(o.get("target", "*")).rstrip("*")
     names = tenants if action == "backup" else groups
@@ -282,7 +283,10 @@ def _operation(r: _Reader, value: Any, i: int, run_s: float, groups: list[str], 
     at = r.duration(o["at"], f"{p}.at")
     if at >= run_s:
         raise r.error(f"{p}.at", f"operation at {at:g} s is not before the end of the run ({run_s:g} s)")
-    return Operation(at, action, target)
+    every = r.duration(o["every"], f"{p}.every") if "every" in o else None
+    if every is not None and every < 60:
+        raise r.error(f"{p}.every", f"repeating every {every:g} s is too often", "at least 60 s, e.g. \"1d\"")
+    return Operation(at, action, target, every)
 
 
 def _topology(r: _Reader, value: Any, regions: dict[str, RegionInfo]) -> Topology:
@@ -340,7 +344,8 @@ def _tenant(r: _Reader, value: Any, i: int, topology: Topology) -> TenantSpec:
         q = f"{p}.protection_groups[{j}]"
         g = r.table(g, q, ("name", "production_az", "recovery_az", "count"), ("name", "production_az", "recovery_az"))
         prod = r.choice(g["production_az"], f"{q}.production_az", azs)
-        rec = r.choice(g["recovery_az"], f"{q}.recovery_az", azs)
+        # SDRS-1: another AZ of the same region, one the region allows for recovery.
+        rec = r.choice(g["recovery_az"], f"{q}.recovery_az", list(topology.region.recovery_azs(prod)))
         pgs.append(ProtectionGroupSpec(str(g["name"]), prod, rec, r.integer(g.get("count", 1), f"{q}.count", 1)))
     pg_names = [g.name for g in pgs]
     batches = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -115,13 +116,17 @@ class SharedLink:
             return
         token = self._timer
         delay = (self.active[0][0] - self.served) * len(self.active) / self.bandwidth
-        self.env.timeout(max(0.0, delay)).callbacks.append(lambda _ev: self._complete(token))
+        # Never below what the clock can tell from now: a smaller step would not advance it.
+        delay = max(delay, 2 * math.ulp(self.env.now))
+        self.env.timeout(delay).callbacks.append(lambda _ev: self._complete(token))
 
     def _complete(self, token: int) -> None:
         if token != self._timer:
             return
         self._advance()
-        while self.active and self.active[0][0] <= self.served * (1 + 1e-12) + 1e-6:
+        # What is left of a transfer within a few clock steps of its end counts as sent.
+        slack = 4 * math.ulp(self.env.now) * self.bandwidth / max(1, len(self.active)) + 1e-6
+        while self.active and self.active[0][0] <= self.served + slack:
             heapq.heappop(self.active)[2].succeed()
         self._schedule()
 
@@ -150,7 +155,9 @@ class _Diff:
 
     @property
     def nbytes(self) -> int:
-        return sum(len(c) for c in self.chunks.values()) + int(self.fluid)
+        """The object's size: its encoding (what `get_object` returns) plus the fluid bytes,
+        which have a size but no content."""
+        return len(self.encode()) + int(self.fluid)
 
     def encode(self) -> bytes:
         head = struct.pack("<8sQQd", b"fe-diff1", self.size_gb, self.chunk_bytes, self.fluid)
@@ -690,7 +697,7 @@ class SimBlockStore(_Store):
                 return
             link.settle()
             pair.synced = True
-            replica.chunks.update(start_chunks)
+            replica.chunks = dict(start_chunks)  # a reused replica (re-protect) becomes a copy, stale chunks go
             replica.fluid = _Fluid(vol.used_bytes(now), 0.0, 0.0, self.model.env.now)
 
         done.callbacks.append(synced)

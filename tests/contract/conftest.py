@@ -28,6 +28,9 @@ from runtime.ports import DomainSpec, HostCapacity, Hypervisor, Power
 from sim.driver import SimDriver
 from sim.hosts import SimHypervisor, SimPower, World
 
+# The storage suites' targets live in storage_benches.py; importing them here registers their fixtures.
+from .storage_benches import run_storage, storage_bench  # noqa: F401
+
 QEMU_URI = "qemu:///system"
 TEST_URI = "test:///default"
 LIBVIRTD_PID = "/run/libvirtd.pid"

@@ -223,6 +223,19 @@ def settled(cloud: Cloud, obs: Observation, expected: Mapping[str, str | None]) 
                            f"events: {history(cloud, host, *stale)}")
 
 
+def system_volumes_ECS_3(cloud: Cloud, obs: Observation) -> None:
+    """With no request in flight: every server has its system volume in its AZ's block store,
+    and the stores hold no other volume (none left behind by a refused or deleted server)."""
+    expected = set()
+    for tenant, servers in obs.listings.items():
+        for s in servers:
+            assert s.system_volume is not None, f"server {s.id} of {tenant} has no system volume (ECS-3)"
+            expected.add((s.az, s.system_volume))
+    stored = {(az, vid) for az in cloud.storage.volumes for vid in cloud.storage.volume_ids(az)}
+    assert stored == expected, (f"block stores hold volumes of no server: {sorted(stored - expected)}; servers whose "
+                                f"system volume is missing: {sorted(expected - stored)} (ECS-3)")
+
+
 def history(cloud: Cloud, *names: str) -> list[str]:
     """The event-log lines that mention any of `names` (for failure messages)."""
     return [line for line in cloud.lines.getvalue().splitlines() if any(n in line for n in names)][-25:]

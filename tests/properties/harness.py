@@ -1,6 +1,7 @@
 """A live simulated region driven step by step from synchronous test code.
 
-`Cloud` builds a small region on the `SimDriver` with SimPy host models, starts its
+`Cloud` builds a small region on the `SimDriver` with SimPy host and storage models
+(every AZ has a block store, so every server has a system volume, ECS-3), starts its
 actor tree as a top-level task, and offers blocking calls (`ask`, `advance`, fault
 injection) that run virtual time just far enough. Every public call is recorded in
 `script`, so `replay` rebuilds the same history on a fresh system: a run is a pure
@@ -27,6 +28,7 @@ from runtime.events import EventLog, JsonlSink
 from runtime.ports import HostCapacity
 from sim.driver import Handle, SimDriver
 from sim.hosts import HostModel, SimHypervisor, SimPower, World
+from sim.storage import StorageModel
 
 REGION = "eu-west-0"
 AZS: tuple[str, ...] = REGIONS[REGION].azs
@@ -109,6 +111,8 @@ class Cloud:
             self.world.add_host(h.name, HostCapacity(h.vcpus, h.ram_mb))
         ports = {name: (SimHypervisor(m, self.driver), SimPower(m, self.driver))
                  for name, m in self.world.hosts.items()}
+        self.storage = StorageModel(self.driver, {REGION: AZS})
+        stores = {az: self.storage.block_store(az) for az in AZS}
         self.lines = io.StringIO()
         self.sink = JsonlSink(self.lines)
         self.log = EventLog(self.sink)
@@ -127,7 +131,7 @@ class Cloud:
 
         async def main() -> None:
             async with self.system.running():
-                regions.append(self.system.spawn(lambda: Region(topology, ports, settings), REGION))
+                regions.append(self.system.spawn(lambda: Region(topology, ports, settings, stores), REGION))
                 await stop.wait()
 
         self._main = self.driver.start(main)

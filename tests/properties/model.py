@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from actors.flavors import Flavor
+from actors.volumes import SYSTEM_DISK_GB
 from runtime.errors import CloudError
 from tests.properties.harness import Outcome
 
@@ -53,9 +54,11 @@ class TenantModel:
     accepted: set[str] = attrs.Factory(set)
 
     def usage(self) -> dict[str, int]:
+        """Each server has a system volume of the default size (ECS-3)."""
         flavors = [s.flavor for s in self.servers.values()]
         return {"instances": len(flavors), "vcpus": sum(f.vcpus for f in flavors),
-                "ram_mb": sum(f.ram_mb for f in flavors), "server_groups": len(self.groups)}
+                "ram_mb": sum(f.ram_mb for f in flavors), "server_groups": len(self.groups),
+                "volumes": len(flavors), "gigabytes": SYSTEM_DISK_GB * len(flavors)}
 
     def members(self, group: str) -> int:
         return sum(1 for s in self.servers.values() if s.group == group)
@@ -80,4 +83,4 @@ class Pending:
 
 
 def needs(flavor: Flavor) -> dict[str, int]:
-    return {"instances": 1, "vcpus": flavor.vcpus, "ram_mb": flavor.ram_mb}
+    return {"instances": 1, "vcpus": flavor.vcpus, "ram_mb": flavor.ram_mb, "volumes": 1, "gigabytes": SYSTEM_DISK_GB}

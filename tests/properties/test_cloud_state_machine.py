@@ -1,8 +1,9 @@
 """The whole control plane as a hypothesis state machine (TEN-1, TEN-3, ECS-1..5, GEO-4).
 
 A small eu-west-0 region (2-4 small hosts per AZ, 1-2 hosts of the first AZ dedicated
-to tenant "ded") runs on the SimDriver with SimPy host models; tenants alpha, beta and
-ded get random quotas.
+to tenant "ded") runs on the SimDriver with SimPy host and block storage models;
+tenants alpha, beta and ded get random quotas (volume quotas included: every server
+has a system volume).
 
 Rules are what tenants do: create servers (small flavors, any flavor incl. local-disk
 ones, other regions' AZs, auto-recovery on/off, in anti-affinity or soft-anti-affinity
@@ -18,8 +19,9 @@ Every refusal must be one the test's model expects (and the one it foresees, whe
 can), and must change nothing. After every step the invariants of
 `tests/properties/checks.py` hold (usage within quota and equal to what the servers
 need, no split brain, no lost server, anti-affinity, dedicated hosts, no overcommitted
-host, no actor crash); after `settle` (also the end of every example) every server is
-back in the state its user left it. Finally each example is replayed on a fresh system
+host, no actor crash; with no request in flight, the block stores hold each server's
+system volume and nothing else, ECS-3); after `settle` (also the end of every example)
+every server is back in the state its user left it. Finally each example is replayed on a fresh system
 from its recorded calls and must give the same event log, byte for byte (SHA-256).
 """
 
@@ -90,6 +92,8 @@ def configs(draw: st.DrawFn) -> CloudConfig:
         "ram_mb": st.sampled_from([16384, 32768, 65536, 131072]),
         "server_groups": st.integers(0, 3),
         "server_group_members": st.integers(1, 4),
+        "volumes": st.integers(2, 10),
+        "gigabytes": st.sampled_from([120, 400, 1000]),
     })
     return CloudConfig(
         seed=draw(st.integers(0, 2**32 - 1)),
@@ -237,7 +241,7 @@ class CloudMachine(RuleBasedStateMachine):
         if self._quiet(tenant):
             allowed = (NoCapacity,)  # what the model cannot foresee: the AZ's capacity
             need = needs(f)
-            over = [r for r in ("instances", "vcpus", "ram_mb") if model.usage()[r] + need[r] > model.limits[r]]
+            over = [r for r, n in need.items() if model.usage()[r] + n > model.limits[r]]
             if az not in AZS or (auto_recovery and f.has_local_disk):
                 predicted = (InvalidRequest,)
             elif group_name is not None and group_name not in model.groups:
@@ -382,7 +386,7 @@ class CloudMachine(RuleBasedStateMachine):
                              change: int) -> MultipleResults[QuotaRequest]:
         """Ask for a new limit near the current limit, or near what is in use (where TEN-3 bites)."""
         model = self.model[tenant]
-        step = 1024 if resource == "ram_mb" else 1
+        step = {"ram_mb": 1024, "gigabytes": 20}.get(resource, 1)
         start = {"limit": model.limits[resource], "use": model.in_use(resource), "nothing": 0}[base]
         limit = start + change * step
         ids: list[QuotaRequest] = []
@@ -496,6 +500,8 @@ class CloudMachine(RuleBasedStateMachine):
         checks.anti_affinity_GEO_4(cloud, obs, policies)
         checks.dedicated_hosts_ECS_5(cloud, obs)
         checks.hosts_not_overcommitted(cloud)
+        if not self.inflight:
+            checks.system_volumes_ECS_3(cloud, obs)
 
     def teardown(self) -> None:
         cloud = self._cloud

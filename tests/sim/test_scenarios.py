@@ -102,7 +102,7 @@ duration = "1h"
     assert recoveries["count"] == 1
     assert recoveries["not_eligible"] == 1
     assert report["servers"] == {"total": 1, "running": 1, "lost": 0, "waiting_capacity": 0, "recovering": 0,
-                                 "down": 0, "stopped": 0}
+                                 "down": 0, "stopped": 0, "parked": 0}
 
 
 def test_servers_without_auto_recovery_wait_for_their_host_ECS_4() -> None:
@@ -158,6 +158,21 @@ target = "eu-west-0a/rack-1"
      "failures.schedule[0].fault", "host-crash"),
     ('[failures]\npreset = "chaos"\n', "t.toml:12: failures.preset", "google, none, simedc"),
     ('[recovery]\nconcurency = 3\n', "recovery.concurency", "concurrency"),
+    # SDRS-1: in eu-west-0 the recovery AZ must be eu-west-0a.
+    ('[[tenants]]\nname = "a"\nprotection_groups = [{ name = "g", production_az = "eu-west-0b", '
+     'recovery_az = "eu-west-0c" }]\n', "tenants[0].protection_groups[0].recovery_az", "valid: eu-west-0a"),
+    ('[[tenants]]\nname = "a"\nprotection_groups = [{ name = "g", production_az = "eu-west-0b", '
+     'recovery_az = "eu-west-1a" }]\n', "tenants[0].protection_groups[0].recovery_az", "valid: eu-west-0a"),
+    ('[[tenants]]\nname = "a"\nprotection_groups = [{ name = "g", production_az = "eu-west-0b", '
+     'recovery_az = "eu-west-0a" }]\nservers = [{ flavor = "s3.large.2", az = "eu-west-0c", protect = "g" }]\n',
+     "tenants[0].servers[0].protect", "production_az is eu-west-0c"),
+    ('[[failures.schedule]]\nat = "1h"\nfault = "link-down"\ntarget = "eu-west-0a"\n',
+     "failures.schedule[0]", "peer"),
+    ('[[operations]]\nat = "1h"\naction = "failover"\ntarget = "nope"\n', "operations[0].target",
+     "declare a protection group first"),
+    ('[[tenants]]\nname = "a"\n[[operations]]\nat = "1h"\naction = "backup"\nevery = "10s"\n',
+     "operations[0].every", "at least 60 s"),
+    ('[storage]\nbackup_bps = 0\n', "storage.backup_bps", "> 0"),
 ])
 def test_invalid_scenarios_say_where_and_what_is_valid(text: str, where: str, words: str) -> None:
     with pytest.raises(scenario.ConfigError) as info:

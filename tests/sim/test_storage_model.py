@@ -110,3 +110,18 @@ def test_rpo_is_the_link_outage_before_the_source_failed() -> None:
     assert healthy == pytest.approx(0.001)  # the inter-AZ latency, GEO-2
     assert rpo == pytest.approx(300.001)
     assert lag == pytest.approx(300.001 * 1e6, rel=1e-6)
+
+
+def test_a_transfer_ending_within_a_clock_step_still_ends() -> None:
+    """At t ~ 3600 s the clock's step is ~4.5e-13 s: a transfer ending closer than that must finish."""
+    env = simpy.Environment(initial_time=3600.5)
+    link = SharedLink(env, bandwidth=2.5e8, name="l")
+    done = []
+
+    def go() -> simpy.events.ProcessGenerator:
+        yield link.transfer(1 << 20)
+        done.append(env.now)
+
+    env.process(go())
+    env.run(until=3700)
+    assert done == [pytest.approx(3600.5 + (1 << 20) / 2.5e8)]
