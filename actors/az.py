@@ -454,8 +454,15 @@ class AvailabilityZone(Actor):
                 rec.busy = True
                 try:
                     await self.agents[host].ask(StopServer(sid), timeout=HOST_OP_TIMEOUT)  # stopped already: done
-                except BackendError:
+                except NotFound:
+                    pass  # no domain at all on its host: it does not run either
+                except CloudError:
+                    # Unreachable, timed out, or the domain is gone: the host is made to match
+                    # the AZ (a parked server does not run) and we look again. Never let it
+                    # escape: this runs in the AZ's own task group.
+                    rec.busy = False
                     self.ctx.start_soon(self._resync, host)
+                    await self.ctx.sleep(RECONCILE_AGAIN_S)
                     continue
                 finally:
                     rec.busy = False

@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 import simpy
 
-from actors.az import AvailabilityZone, AZSnapshot, PlaceServer, ResizeServer, ServerCommand, ServerView, Snapshot
+from actors.az import (
+    AvailabilityZone,
+    AZSnapshot,
+    ParkServer,
+    PlaceServer,
+    ResizeServer,
+    ServerCommand,
+    ServerView,
+    Snapshot,
+)
 from actors.flavors import get_flavor
 from actors.topology import REGIONS, build_topology
 from runtime.actor import ActorRef, ActorSystem
@@ -290,3 +299,17 @@ def test_a_server_that_runs_on_its_returned_host_is_active_there_not_rebuilt_ECS
     v = zone.view("srv")
     assert (v.state, v.host) == ("active", a), zone.kinds("srv")
     assert zone.world.running_on.get("srv") == {a}
+
+
+# -- parking (sDRS) must never crash the AZ -------------------------------------------------
+def test_parking_a_server_whose_domain_vanished_replies_and_crashes_nothing_SDRS_2(zone_of: MakeZone) -> None:
+    """The host answers, but the server's domain is gone: the server does not run, so the
+    park succeeds; the AZ actor keeps all its servers (no restart)."""
+    zone = zone_of(1)
+    host = zone.create("srv")
+    del zone.host(host).domains["srv"]  # gone behind the control plane's back
+    zone.world._running("srv", host, False)
+    view = zone.ask(ParkServer("srv"))
+    assert view.parked and view.state == "shutoff"
+    assert restarts(zone) == []
+    assert zone.world.running_on.get("srv", set()) == set()
