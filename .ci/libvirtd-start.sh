@@ -40,16 +40,8 @@ rbd_backend=$(echo /usr/lib/*/libvirt/storage-backend/libvirt_storage_backend_rb
 caps=$(virsh -c qemu:///system pool-capabilities)
 if [ -e "$rbd_backend" ] && [[ $caps != *"type='rbd' supported='yes'"* ]]; then
     echo "libvirtd-start: libvirtd predates its rbd storage driver; restarting it" >&2
-    pid=$(cat /run/libvirtd.pid)
-    kill "$pid"
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "libvirtd-start: libvirtd ($pid) did not exit within 10 s" >&2
-        exit 1
-    fi
+    bash "$(dirname "$0")/libvirtd-stop.sh"
+    /usr/sbin/virtlogd -d
     /usr/sbin/libvirtd -d
     wait_answer
 fi

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import simpy
 
 from actors.az import RecoverySettings
@@ -26,6 +25,7 @@ from runtime.ports import HostCapacity
 from sim.driver import Handle, SimDriver
 from sim.hosts import World, host_ports
 from sim.storage import StorageModel
+from tests.properties.harness import Outcome
 
 REGION = "eu-west-0"
 AZS: tuple[str, ...] = REGIONS[REGION].azs
@@ -36,16 +36,6 @@ QUOTAS = {"instances": 100, "vcpus": 1000, "ram_mb": 10_000_000, "volumes": 1000
 ASK_LIMIT_S = 6 * 3600.0
 # VBS-2's limits scaled down so that a short example reaches them (same rules, smaller numbers).
 LIMITS = BackupLimits(per_tenant=8, per_volume=3, running_per_tenant=2, server_jobs_per_tenant=2)
-
-
-@attrs.frozen
-class Outcome:
-    value: Any = None
-    error: CloudError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 async def _ask(ref: ActorRef, msg: Any) -> Any:
