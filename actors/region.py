@@ -15,9 +15,10 @@ import attrs
 
 from actors.az import AvailabilityZone, AZSnapshot, RecoverySettings, Snapshot
 from actors.backups import BackupLimits, BackupService
+from actors.hds import ERASE_WITHIN_S, DeletionRecord, EndContract, Eraser, GetDeletionRecord
 from actors.quotas import check_resources
 from actors.sdrs import DisasterRecovery, SdrsSettings
-from actors.tenant import Tenant
+from actors.tenant import CloseTenant, SetApiState, Tenant
 from actors.topology import Topology
 from actors.volumes import VolumeService
 from runtime.actor import Actor, ActorRef
@@ -79,6 +80,8 @@ class Region(Actor):
         self.backups: ActorRef | None = None
         self.sdrs: ActorRef | None = None
         self.tenants: dict[str, ActorRef] = {}
+        self.deletions: dict[str, DeletionRecord] = {}
+        self.apis_down: set[str] = set()
 
     async def started(self) -> None:
         for az in self.topology.region.azs:
@@ -107,9 +110,46 @@ class Region(Actor):
                 if ref is None:
                     raise NotFound("tenant", name)
                 return ref
+            case SetApiState(service, up):
+                (self.apis_down.discard if up else self.apis_down.add)(service)
+                self.ctx.emit("ApiStateChanged", service=service, up=up)
+                for ref in self.tenants.values():
+                    ref.tell(msg)
+                return None
+            case EndContract(tenant, after_s):
+                return await self._end_contract(tenant, after_s)
+            case GetDeletionRecord(tenant):
+                if tenant not in self.deletions:
+                    raise NotFound("deletion record of tenant", tenant)
+                return self.deletions[tenant]
             case Snapshot():
                 return RegionSnapshot(tuple([await ref.ask(Snapshot()) for ref in self.azs.values()]))
         return await super().receive(msg)
+
+    async def _end_contract(self, tenant: str, after_s: float) -> None:
+        """TEN-5: close the tenant now, erase its data after `after_s` and within two months."""
+        ref = self.tenants.get(tenant)
+        if ref is None:
+            raise NotFound("tenant", tenant)
+        if tenant in self.deletions:
+            raise Conflict(f"tenant {tenant!r}'s contract has already ended")
+        if not 0.0 <= after_s <= ERASE_WITHIN_S:
+            raise InvalidRequest(f"erasure of tenant {tenant!r} {after_s:g} s after the contract's end is beyond "
+                                 f"the {ERASE_WITHIN_S / 86400:g} days TEN-5 allows "
+                                 f"(0 <= after_s <= {ERASE_WITHIN_S:g})")
+        await ref.ask(CloseTenant())
+        end = self.ctx.now()
+        eraser = Eraser(tenant, ref, self.backups, self.sdrs, self.ctx.now, self.ctx.sleep, end + ERASE_WITHIN_S)
+        self.deletions[tenant] = eraser.record(end, finished=False)
+        self.ctx.emit("ContractEnded", tenant=tenant, erase_at=end + after_s, deadline=end + ERASE_WITHIN_S)
+
+        async def run() -> None:
+            await self.ctx.sleep(after_s)
+            await eraser.run()
+            record = self.deletions[tenant] = eraser.record(end, finished=True)
+            self.ctx.emit("TenantDataDeleted", tenant=tenant, items=len(record.items), left=len(record.left),
+                          completed=record.completed_s, within_limit=record.within_limit, sha256=record.sha256)
+        self.ctx.start_soon(run)
 
     def _create_tenant(self, name: str, quotas: Mapping[str, int], customer_type: str | None) -> ActorRef:
         if name in self.tenants:
@@ -122,5 +162,7 @@ class Region(Actor):
         check_resources(quotas, f"tenant {name} quotas")
         ref = self.ctx.spawn(lambda: Tenant(name, self.azs, quotas, self.volumes, self.backups), f"tenant-{name}")
         self.tenants[name] = ref
+        for service in sorted(self.apis_down):
+            ref.tell(SetApiState(service, up=False))
         self.ctx.emit("TenantCreated", tenant=name)
         return ref

@@ -56,7 +56,7 @@ from actors.volumes import (
     parse_kind,
 )
 from runtime.actor import Actor, ActorRef
-from runtime.errors import CloudError, Conflict, InvalidRequest, NotFound, QuotaExceeded
+from runtime.errors import CloudError, Conflict, InvalidRequest, NotFound, QuotaExceeded, ServiceUnavailable
 from runtime.storage import VolumeKind
 
 
@@ -125,6 +125,19 @@ class ListServers:
 
 
 @attrs.frozen
+class SetApiState:
+    """A service's API went down (`up` False) or came back (SLA-1, SLA-2: an API outage)."""
+
+    service: str  # ECS, EVS, VPC, IAM, OBS
+    up: bool
+
+
+@attrs.frozen
+class CloseTenant:
+    """The contract ended (TEN-5): from now on nothing new is created; deletions still work."""
+
+
+@attrs.frozen
 class TenantServer:
     id: str
     name: str
@@ -153,6 +166,20 @@ _BACKUP_REQUESTS = (CreateBackup, CreateServerBackup, DeleteBackup, RestoreBacku
                     CreateBackupPolicy, BindBackupPolicy, DeleteBackupPolicy)
 
 
+_CREATIONS = (CreateServer, ActOnServer, ChangeFlavor, CreateServerGroup, RequestQuotaChange, CreateVolume,
+              ExpandVolume, AttachVolume, CreateBackup, CreateServerBackup, RestoreBackup, CreateBackupPolicy,
+              BindBackupPolicy)
+
+# The API each request belongs to. IAM down refuses every request (no one can authenticate).
+_SERVICE_OF: dict[type, str] = {
+    **dict.fromkeys((CreateServer, RemoveServer, ActOnServer, ChangeFlavor, CreateServerGroup, ListServers), "ECS"),
+    **dict.fromkeys((CreateVolume, ExpandVolume, AttachVolume, DetachVolume, DeleteVolume, GetVolume, ListVolumes),
+                    "EVS"),
+}
+
+_PROVIDER_SIDE = (SetApiState, CloseTenant, AcceptQuotaChange)
+
+
 class Tenant(Actor):
     """`volumes`: the VolumeService of each AZ (none: servers get no system volume);
     `backups`: the region's BackupService (none: backup requests are refused)."""
@@ -172,9 +199,24 @@ class Tenant(Actor):
         self.groups: dict[str, GroupPolicy] = {}
         self.group_members: dict[str, int] = {}
         self.changes: dict[str, QuotaChange] = {}
+        self.closed = False
+        self.apis_down: set[str] = set()
 
     async def receive(self, msg: Any) -> Any:
+        if self.apis_down and not isinstance(msg, _PROVIDER_SIDE):
+            service = "IAM" if "IAM" in self.apis_down else _SERVICE_OF.get(type(msg))
+            if service in self.apis_down:
+                raise ServiceUnavailable(service, self.region)
+        if self.closed and isinstance(msg, _CREATIONS):
+            raise Conflict(f"tenant {self.name}'s contract has ended: its data is being deleted (TEN-5); "
+                           f"{type(msg).__name__} refused")
         match msg:
+            case CloseTenant():
+                self.closed = True
+                return None
+            case SetApiState(service, up):
+                (self.apis_down.discard if up else self.apis_down.add)(service)
+                return None
             case CreateServer():
                 return self._create(msg)
             case RemoveServer(sid):

@@ -8,6 +8,7 @@
     ├── NotFound (LookupError)        kind, id
     ├── Conflict                      the request clashes with current state
     ├── NoCapacity                    no host passes the filters
+    ├── ServiceUnavailable            a service's API is down (outage or maintenance); retry later
     ├── BackendError                  a port's backend failed (vendor error chained)
     └── ActorError
         ├── AskTimeout (TimeoutError) the reply did not come before the deadline
@@ -69,6 +70,12 @@ class NoCapacity(CloudError):
     def __init__(self, where: str, need: str) -> None:
         self.where, self.need = where, need
         super().__init__(f"no host in {where} can take {need}")
+
+
+class ServiceUnavailable(CloudError):
+    def __init__(self, service: str, region: str) -> None:
+        self.service, self.region = service, region
+        super().__init__(f"the {service} API of {region} is unavailable; retry later")
 
 
 class BackendError(CloudError):

@@ -12,6 +12,7 @@ Effects on the host models (`sim.hosts`):
 - az-outage: the AZ's hosts lose power and its block store stops answering;
 - storage-outage: only the AZ's block store stops answering;
 - link-down: the replication links between two AZs (both directions) carry nothing;
+- api-outage: a service's API (ECS, EVS, VPC, IAM, OBS) answers no request in the region;
 - permanent host failures (presets) are never repaired.
 """
 
@@ -29,7 +30,9 @@ from sim.hosts import HostModel, World
 from sim.storage import StorageModel
 
 HOUR = 3600.0
-FAULTS = ("host-crash", "host-partition", "rack", "power-domain", "az-outage", "storage-outage", "link-down")
+FAULTS = ("host-crash", "host-partition", "rack", "power-domain", "az-outage", "storage-outage", "link-down",
+          "api-outage")
+NO_HOSTS = ("storage-outage", "link-down", "api-outage")
 
 
 @attrs.frozen
@@ -93,6 +96,7 @@ class Injector:
         self.seed = seed
         self.log = log
         self.injected = 0
+        self.on_api: Callable[[str, bool], None] | None = None  # api-outage: (service, up)
 
     def _hosts(self, target: str) -> list[HostModel]:
         return [self.world.hosts[h.name] for h in self.topology.domain_members(target)]
@@ -110,8 +114,7 @@ class Injector:
 
     def schedule(self, faults: list[ScheduledFault]) -> None:
         for fault in faults:
-            storage_only = fault.fault in ("storage-outage", "link-down")
-            hosts = [] if storage_only else self._hosts(fault.target)  # validates the target before the run
+            hosts = [] if fault.fault in NO_HOSTS else self._hosts(fault.target)  # validates the target before the run
             self.env.process(self._scheduled(fault, hosts))
 
     def _scheduled(self, fault: ScheduledFault, hosts: list[HostModel]) -> Any:
@@ -120,10 +123,14 @@ class Injector:
         target = fault.target if fault.peer is None else f"{fault.target}<->{fault.peer}"
         self._storage(fault, failing=True)
         self._apply(fault.fault, target, effect, hosts)
+        if fault.fault == "api-outage" and self.on_api is not None:
+            self.on_api(fault.target, False)
         if fault.duration_s is not None:
             yield self.env.timeout(fault.duration_s)
             self._storage(fault, failing=False)
             self._revert(fault.fault, target, effect, hosts)
+            if fault.fault == "api-outage" and self.on_api is not None:
+                self.on_api(fault.target, True)
 
     def preset(self, name: str) -> None:
         for cls in PRESETS[name]:

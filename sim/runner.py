@@ -4,6 +4,7 @@ function of (scenario, seed)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import time
@@ -15,6 +16,9 @@ import simpy
 
 from actors.az import Snapshot
 from actors.backups import CreateBackup, GetBackupStats
+from actors.billing import Meter
+from actors.changes import ChangeCalendar
+from actors.hds import EndContract, GetDeletionRecord
 from actors.region import CreateTenant, GetServices, GetTenant, Region, RegionServices, RegionSnapshot
 from actors.sdrs import CreateDrill as CreateDrillMsg
 from actors.sdrs import (
@@ -29,14 +33,18 @@ from actors.sdrs import (
     StopProtection,
     Switchover,
 )
-from actors.tenant import CreateServer, CreateServerGroup
+from actors.tenant import CreateServer, CreateServerGroup, SetApiState
+from actors.usage import ServerLedger
 from actors.volumes import ListVolumes, VolumeView
 from runtime.actor import ActorRef, ActorSystem
-from runtime.errors import CloudError
+from runtime.errors import CloudError, InvalidRequest
 from runtime.events import EventLog, JsonlSink
 from runtime.ports import HostCapacity
 from runtime.storage import GIB
+from sim import contract_report, html, service_levels, tables
 from sim import report as reports
+from sim.contract_report import contract_figures
+from sim.contracts import ChangeSpec
 from sim.driver import SimDriver
 from sim.failures import Injector
 from sim.hosts import SimHypervisor, SimPower, World
@@ -133,6 +141,47 @@ async def _operate(system: ActorSystem, scenario: Scenario, services: RegionServ
                     tg.start_soon(act, op, g, _GROUP_ACTIONS[op.action](g), services.sdrs)
 
 
+async def _changes(system: ActorSystem, scenario: Scenario, region: ActorRef, calendar: ChangeCalendar) -> None:
+    """SLA-7: each change submitted when announced; an accepted one takes its service's API
+    down for its duration (maintenance, not downtime); a refused one changes nothing."""
+    driver = system.driver
+    origin = scenario.start
+
+    def at(s: float) -> dt.datetime:
+        return origin + dt.timedelta(seconds=s)
+
+    async def interrupt(change: ChangeSpec) -> None:
+        await driver.sleep(change.at_s - driver.now())
+        await region.ask(SetApiState(change.service, up=False))
+        await driver.sleep(change.duration_s)
+        await region.ask(SetApiState(change.service, up=True))
+
+    async with driver.task_group() as tg:
+        for i, c in sorted(enumerate(scenario.changes), key=lambda x: (x[1].announced_s, x[0])):
+            await driver.sleep(c.announced_s - driver.now())
+            try:
+                calendar.submit(service_levels.change_of(i, c.kind, c.service, at(c.announced_s), at(c.at_s),
+                                                         c.duration_s))
+            except InvalidRequest as exc:
+                system.emit("scenario/changes", "ChangeRefused", change=f"CHG-{i + 1}", change_kind=c.kind,
+                            service=c.service, error=str(exc))
+                continue
+            system.emit("scenario/changes", "ChangeAccepted", change=f"CHG-{i + 1}", change_kind=c.kind,
+                        service=c.service, start=c.at_s, duration=c.duration_s)
+            if c.duration_s > 0:
+                tg.start_soon(interrupt, c)
+
+
+async def _contract_ends(system: ActorSystem, scenario: Scenario, region: ActorRef) -> None:
+    """TEN-5: each tenant whose contract ends during the run is closed and erased."""
+    driver = system.driver
+    for t in sorted((t for t in scenario.tenants if t.contract.end_s is not None),
+                    key=lambda t: (t.contract.end_s, t.name)):
+        assert t.contract.end_s is not None
+        await driver.sleep(t.contract.end_s - driver.now())
+        await region.ask(EndContract(t.name, t.contract.erase_after_s))
+
+
 def _times(op: Operation, end: float) -> list[float]:
     if op.every_s is None:
         return [op.at_s]
@@ -142,7 +191,8 @@ def _times(op: Operation, end: float) -> list[float]:
 
 def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None,
         progress: Progress | None = None) -> dict[str, Any]:
-    """Run once. With `out_dir`, writes `events.jsonl` and `report.json` there."""
+    """Run once. With `out_dir`, writes there `events.jsonl`, `report.json`, `report.html`
+    (plots in `plots/`), the tables as CSV and each tenant's monthly invoices (`invoices/`)."""
     seed = scenario.seed if seed is None else seed
     started = time.perf_counter()
     env = simpy.Environment()
@@ -160,7 +210,10 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
         out = (out_dir / "events.jsonl").open("w")
     sink = JsonlSink(out)
     metrics = reports.Metrics(world)
-    log = EventLog(sink, metrics)
+    ledger = ServerLedger()
+    outages = service_levels.Outages()
+    meter = Meter(scenario.topology.region.name)
+    log = EventLog(sink, metrics, ledger, outages, meter)
     system = ActorSystem(driver, seed, log)
     injector = Injector(env, world, scenario.topology, seed, lambda kind, f: log.append(env.now, "sim/faults", kind, f),
                         storage)
@@ -178,12 +231,14 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
 
     stores = {az: storage.block_store(az) for az in topology.region.azs}
     final: dict[str, Any] = {}
+    calendar = ChangeCalendar()
 
     async def main() -> RegionSnapshot:
         async with system.running():
             region = system.spawn(lambda: Region(topology, ports, scenario.recovery, stores,
                                                  storage.object_store(region_name)), region_name)
             services: RegionServices = await region.ask(GetServices())
+            injector.on_api = lambda service, up: region.tell(SetApiState(service, up))
             injector.preset(scenario.preset)
             injector.schedule(list(scenario.schedule))
             groups: dict[str, list[str]] = {}
@@ -198,6 +253,8 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
             gc.freeze()  # the fleet lives as long as the run: keep it out of every collection
             async with driver.task_group() as tg:
                 tg.start_soon(_operate, system, scenario, services, tenants, groups, scenario.duration_s)
+                tg.start_soon(_changes, system, scenario, region, calendar)
+                tg.start_soon(_contract_ends, system, scenario, region)
                 await driver.sleep(scenario.duration_s - driver.now())
                 tg.cancel_scope.cancel()
             snapshot: RegionSnapshot = await region.ask(Snapshot())
@@ -207,6 +264,8 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
                 final["groups"] = await services.sdrs.ask(ReportGroups())
             if services.backups is not None:
                 final["backups"] = await services.backups.ask(GetBackupStats())
+            final["deletions"] = [await region.ask(GetDeletionRecord(t.name)) for t in scenario.tenants
+                                  if t.contract.end_s is not None]
             return snapshot
 
     # A run allocates millions of small, mostly acyclic objects (events, messages,
@@ -228,6 +287,16 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
                            reports.storage_figures(storage, final["known_volumes"], final.get("groups", ()),
                                                    final.get("backups"), metrics),
                            frozenset(sid for g in final.get("groups", ()) for sid in g.waiting))
+    result.update(contract_figures(scenario, seed, ledger, outages, calendar, final["deletions"], env.now))
+    bills = contract_report.invoices(scenario, meter, result["availability"], env.now)
+    result["billing"] = contract_report.billing_figures(scenario, bills)
+    result["expectations"] = [reports.check(e, result) for e in scenario.expect]
     if out_dir is not None:
+        charges = contract_report.write_invoices(out_dir, bills)
         (out_dir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+        html.write_report(out_dir, result, {"servers": tables.server_rows(snapshot, world),
+                                            "hosts": tables.host_rows(snapshot, world, scenario.topology),
+                                            "incidents": result["incidents"]["list"],
+                                            "tickets": result["tickets"]["list"], "charges": charges},
+                          metrics.recovery_s)
     return result

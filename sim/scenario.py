@@ -6,25 +6,32 @@ Nothing runs until the whole file is valid. Every error is a `ConfigError` whose
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 
+from actors.availability import SERVICES, SlaTerms
 from actors.az import RecoverySettings
+from actors.billing import PriceCatalogue, load_prices
 from actors.flavors import FLAVORS
 from actors.quotas import RESOURCES
 from actors.scheduler import GroupPolicy
 from actors.topology import DEFAULTS, RegionInfo, Topology, build_topology, load_regions
 from runtime.errors import ConfigError
+from sim import contracts
+from sim.contracts import ChangeSpec, Contract
 from sim.failures import FAULTS, PRESETS, ScheduledFault
 from sim.hosts import HostTiming
 from sim.storage import StorageTiming
 
+DEFAULT_START = "2026-01-01T00:00:00+01:00"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -59,6 +66,7 @@ class TenantSpec:
     server_groups: tuple[tuple[str, str], ...]
     servers: tuple[ServerBatch, ...]
     protection_groups: tuple[ProtectionGroupSpec, ...] = ()
+    contract: Contract = Contract()
 
 
 OPERATIONS = ("start-protection", "stop-protection", "drill", "failover", "reprotect", "switchover", "backup")
@@ -107,6 +115,11 @@ class Scenario:
     storage: StorageTiming = StorageTiming()
     workload: Workload = Workload()
     operations: tuple[Operation, ...] = ()
+    start: dt.datetime = dt.datetime.fromisoformat(DEFAULT_START)  # the calendar instant of virtual time 0
+    sla: SlaTerms = SlaTerms()
+    prices: PriceCatalogue = attrs.field(factory=lambda: load_prices(None, "eu-west-0"))  # the region's
+    changes: tuple[ChangeSpec, ...] = ()
+    desk: Mapping[str, Any] = attrs.field(factory=dict)  # [support]: the provider's support desk model
 
 
 class _Reader:
@@ -157,8 +170,9 @@ class _Reader:
         return value
 
     def number(self, value: Any, path: str, minimum: float = 0.0) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self.error(path, f"must be a number >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum \
+                or value == float("inf"):
+            raise self.error(path, f"must be a finite number >= {minimum}, got {value!r}")
         return float(value)
 
     def boolean(self, value: Any, path: str) -> bool:
@@ -177,11 +191,30 @@ class _Reader:
     def duration(self, value: Any, path: str) -> float:
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             return float(value)
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
-        if not match:
+        text = str(value).replace(" ", "")
+        if not re.fullmatch(r"(\d+(?:\.\d+)?[smhdw])+", text):
             raise self.error(path, f"{value!r} is not a duration",
-                             'seconds as a number, or "90s", "30m", "6h", "30d", "2w"')
-        return float(match[1]) * _UNITS[match[2]]
+                             'seconds as a number, or "90s", "30m", "6h", "30d", "2w", "3d12h"')
+        return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text))
+
+    def instant(self, value: Any, path: str, zone: str = DEFAULTS["working_hours"]["timezone"]) -> dt.datetime:
+        """A calendar instant: a date (midnight in the provider's zone) or an ISO date-time with offset."""
+        if isinstance(value, dt.datetime):
+            parsed = value
+        elif isinstance(value, dt.date):
+            parsed = dt.datetime.combine(value, dt.time(), ZoneInfo(zone))
+        else:
+            try:
+                parsed = dt.datetime.fromisoformat(str(value))
+            except ValueError:
+                raise self.error(path, f"{value!r} is not a date", 'a date like 2026-03-01 or an instant like '
+                                 '"2026-03-01T08:00:00+01:00"') from None
+            if len(str(value)) == 10:
+                parsed = parsed.replace(tzinfo=ZoneInfo(zone))
+        if parsed.tzinfo is None:
+            raise self.error(path, f"{value!r} has no UTC offset", 'a date, or an instant with its offset, e.g. '
+                             '"2026-03-01T08:00:00+01:00"')
+        return parsed
 
 
 def load(path: str | Path, seed: int | None = None) -> Scenario:
@@ -200,9 +233,12 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
         raise ConfigError(source, f"not valid TOML: {exc}") from exc
     r = _Reader(source, text)
     r.table(data, "(top level)", ("scenario", "regions", "topology", "timing", "recovery", "tenants", "failures",
-                                  "expect", "storage", "workload", "operations"),
+                                  "expect", "storage", "workload", "operations", "sla", "billing", "support",
+                                  "changes"),
             ("scenario", "topology"))
-    meta = r.table(data["scenario"], "scenario", ("name", "seed", "duration", "description"), ("name", "duration"))
+    meta = r.table(data["scenario"], "scenario", ("name", "seed", "duration", "description", "start"),
+                   ("name", "duration"))
+    start = r.instant(meta.get("start", DEFAULT_START), "scenario.start")
     run_seed = seed if seed is not None else r.integer(meta.get("seed", 0), "scenario.seed")
     duration = r.duration(meta["duration"], "scenario.duration")
 
@@ -234,7 +270,9 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
     tenants = data.get("tenants", [])
     if not isinstance(tenants, list):
         raise r.error("tenants", "must be an array of tables ([[tenants]])")
-    tenant_specs = tuple(spec for i, t in enumerate(tenants) for spec in _tenants(r, t, i, topology))
+    prices = contracts.price_catalogue(r, data.get("billing", {}), source, topology.region)
+    tenant_specs = tuple(spec for i, t in enumerate(tenants)
+                         for spec in _tenants(r, t, i, topology, start, duration, prices))
     names = [t.name for t in tenant_specs]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -266,8 +304,11 @@ def parse(text: str, source: str = "<scenario>", seed: int | None = None) -> Sce
 
     expect = r.table(data.get("expect", {}), "expect", tuple(data.get("expect", {})))
     expectations = tuple(_expectation(r, k, v) for k, v in expect.items())
+    sla = contracts.sla_terms(r, data.get("sla", {}))
+    changes = contracts.changes(r, data.get("changes", []), duration)
+    desk = r.table(data.get("support", {}), "support", tuple(DEFAULTS.get("support", {})))
     return Scenario(str(meta["name"]), source, run_seed, duration, topology, timing, recovery, tenant_specs,
-                    preset, faults, expectations, storage, workload, ops)
+                    preset, faults, expectations, storage, workload, ops, start, sla, prices, changes, desk)
 
 
 def _operation(r: _Reader, value: Any, i: int, run_s: float, groups: list[str], tenants: list[str]) -> Operation:
@@ -318,9 +359,11 @@ def _topology(r: _Reader, value: Any, regions: dict[str, RegionInfo]) -> Topolog
         raise r.error("topology.dedicated", exc.problem, exc.valid) from None
 
 
-def _tenants(r: _Reader, value: Any, i: int, topology: Topology) -> list[TenantSpec]:
+def _tenants(r: _Reader, value: Any, i: int, topology: Topology, start: dt.datetime,
+             run_s: float, prices: PriceCatalogue) -> list[TenantSpec]:
     """One tenant, or with `count` = N a fleet of N alike tenants NAME-0 .. NAME-(N-1)."""
-    spec = _tenant(r, value, i, topology)
+    spec = attrs.evolve(_tenant(r, value, i, topology),
+                        contract=contracts.contract(r, value, f"tenants[{i}]", start, run_s, prices))
     count = r.integer(value.get("count", 1), f"tenants[{i}].count", 1)
     return [spec] if count == 1 else [attrs.evolve(spec, name=f"{spec.name}-{k}") for k in range(count)]
 
@@ -328,7 +371,7 @@ def _tenants(r: _Reader, value: Any, i: int, topology: Topology) -> list[TenantS
 def _tenant(r: _Reader, value: Any, i: int, topology: Topology) -> TenantSpec:
     p = f"tenants[{i}]"
     t = r.table(value, p, ("name", "quotas", "server_groups", "servers", "customer_type", "protection_groups",
-                           "count"), ("name",))
+                           "count", "support", "reserved", "contract_end", "erase_after"), ("name",))
     quotas = r.table(t.get("quotas", {}), f"{p}.quotas", RESOURCES)
     for k, v in quotas.items():
         r.integer(v, f"{p}.quotas.{k}")
@@ -387,6 +430,8 @@ def _fault(r: _Reader, value: Any, i: int, topology: Topology, run_s: float) -> 
                 raise r.error(p, "link-down needs the AZ at the other end of the link: peer = ...",
                               ", ".join(a for a in azs if a != target))
             peer = r.choice(f["peer"], f"{p}.peer", [a for a in azs if a != target])
+    elif kind == "api-outage":
+        r.choice(target, f"{p}.target", list(SERVICES))
     else:
         if "peer" in f:
             raise r.error(f"{p}.peer", f"only link-down takes a peer, not {kind}")

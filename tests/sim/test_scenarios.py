@@ -229,8 +229,16 @@ azs = ["us-east-99a"]
 name = "a"
 servers = [{ count = 2, flavor = "s3.large.2", az = "us-east-99a" }]
 """
+    # a partner region has no bundled price catalogue: the file must name one, in its currency
+    with pytest.raises(scenario.ConfigError, match="billing.prices: no bundled price catalogue"):
+        scenario.parse(text, "t.toml")
+    prices = Path(__file__).parents[2] / "scenarios" / "prices" / "us-east-99.toml"
+    text += f'[billing]\nprices = "{prices}"\n'
     report = runner.run(scenario.parse(text, "t.toml"))
     assert report["servers"]["running"] == 2 and report["hosts"]["total"] == 4
+    assert report["billing"]["currency"] == "USD" and report["billing"]["total"] > 0
+    with pytest.raises(scenario.ConfigError, match="bills in USD, region us-east-99 in EUR"):
+        scenario.parse(text.replace('currency = "USD"\nazs', 'currency = "EUR"\nazs'), "t.toml")
     with pytest.raises(scenario.ConfigError, match="regions.us-east-99: missing required key 'azs'"):
         scenario.parse(text.replace('azs = ["us-east-99a"]', ""), "t.toml")
 
