@@ -16,13 +16,15 @@ import attrs
 
 from actors.availability import SERVICES, CreditTier, SlaTerms
 from actors.billing import PriceCatalogue, ReservedInstance, load_prices
+from actors.support import PLANS as PLAN_TABLE
+from actors.support import NamedContacts, plan_named
 from actors.topology import RegionInfo
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, InvalidRequest
 
 if TYPE_CHECKING:
     from sim.scenario import _Reader
 
-PLANS = ("Basic", "Standard", "Business", "Business Europe", "Premium", "Platinum")
+PLANS = tuple(PLAN_TABLE)
 CHANGE_KINDS = ("urgent", "code-release", "major-release", "corrective-maintenance", "incompatible-api", "standard")
 
 
@@ -77,6 +79,10 @@ def contract(r: _Reader, t: dict[str, Any], p: str, start: dt.datetime, run_s: f
         support = SupportSpec(r.choice(s["plan"], f"{p}.support.plan", list(PLANS)),
                               r.instant(s["since"], f"{p}.support.since") if "since" in s else None,
                               tuple(contacts))
+        try:  # SLA-6: at most the plan's number of named contacts
+            NamedContacts(str(t.get("name", "")), plan_named(support.plan), contacts)
+        except InvalidRequest as exc:
+            raise r.error(f"{p}.support.contacts", str(exc)) from None
     reserved = []
     entries = t.get("reserved", [])
     if not isinstance(entries, list):

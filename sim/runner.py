@@ -290,6 +290,7 @@ def run(scenario: Scenario, seed: int | None = None, out_dir: Path | None = None
     result.update(contract_figures(scenario, seed, ledger, outages, calendar, final["deletions"], env.now))
     bills = contract_report.invoices(scenario, meter, result["availability"], env.now)
     result["billing"] = contract_report.billing_figures(scenario, bills)
+    result["wall_seconds"] = round(time.perf_counter() - started, 3)  # the contract figures included
     result["expectations"] = [reports.check(e, result) for e in scenario.expect]
     if out_dir is not None:
         charges = contract_report.write_invoices(out_dir, bills)

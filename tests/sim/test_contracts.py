@@ -145,6 +145,14 @@ def test_bad_contract_fields_name_the_file_line_and_field(text: str, where: str,
     assert valid in err.value.valid
 
 
+def test_sla6_more_named_contacts_than_the_plan_allows_is_refused_at_parse() -> None:
+    text = BASE.replace('contract_end = "1d"', 'contract_end = "1d"\n'
+                        'support = { plan = "Standard", contacts = ["a@x.example", "b@x.example", "c@x.example"] }')
+    with pytest.raises(ConfigError) as err:
+        scenario.parse(text, "t.toml")
+    assert err.value.where.endswith("tenants[1].support.contacts") and "at most 2 named contacts" in str(err.value)
+
+
 def test_api_outage_needs_a_service() -> None:
     with pytest.raises(ConfigError) as err:
         run("""
