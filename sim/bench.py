@@ -16,7 +16,7 @@ import simpy
 from rich.console import Console
 
 from actors.az import RecoverySettings
-from actors.topology import REGIONS, build_topology
+from actors.topology import DEFAULTS, REGIONS, build_topology
 from runtime.actor import Actor, ActorSystem
 from runtime.driver import AnyioDriver
 from sim.driver import SimDriver
@@ -82,11 +82,15 @@ def scale_scenario(hosts: int, servers: int, days: float, seed: int) -> Scenario
     for t in range(-(-servers // per_tenant)):
         count = min(per_tenant, servers - t * per_tenant)
         az = region.azs[t % len(region.azs)]
-        tenants.append(TenantSpec(f"t{t:05d}", {"instances": count, "vcpus": 2 * count, "ram_mb": 4096 * count},
+        # every server has a system volume (ECS-3): its quotas cover those too
+        quotas = {"instances": count, "vcpus": 2 * count, "ram_mb": 4096 * count, "volumes": count,
+                  "gigabytes": DEFAULTS["volumes"]["system_disk_gb"] * count}
+        tenants.append(TenantSpec(f"t{t:05d}", quotas,
                                   (), (ServerBatch(count, "s3.large.2", az, auto_recovery=True),)))
     return Scenario("scale: one region under SimEDC failures", "fe bench scale", seed, days * 86400.0, topology,
                     HostTiming(), RecoverySettings(), tuple(tenants), "simedc", (),
-                    (Expectation("servers.lost", 0), Expectation("split_brain", 0)))
+                    (Expectation("servers.lost", 0), Expectation("split_brain", 0),
+                     Expectation("servers.total", servers), Expectation("quota_rejections", 0)))
 
 
 def scale(hosts: int, servers: int, days: float, seed: int, console: Console | None) -> dict[str, Any]:
