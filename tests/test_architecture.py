@@ -36,6 +36,11 @@ def test_the_runtime_imports_neither_actors_nor_sim_and_vendors_only_in_backends
     assert bad == []
 
 
+def test_the_daemon_never_imports_the_simulator() -> None:
+    """daemon -> runtime (and its backends), actors; the simulator is for tests and `fe sim`."""
+    assert [(f, m) for f, m in imports("daemon") if m in {"sim", "simpy"}] == []
+
+
 def test_sim_uses_no_production_backend() -> None:
     assert [(f, m) for f, m in imports("sim") if m in VENDOR] == []
 
