@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-VENDOR = {"libvirt", "pyroute2", "aiobotocore", "botocore"}
+VENDOR = {"libvirt", "pyroute2", "aiobotocore", "botocore", "psycopg", "sqlite3"}
 DRIVERS = {"simpy", "trio", "asyncio", "anyio"}
 
 
