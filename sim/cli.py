@@ -123,6 +123,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          args.quiet, console)
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from daemon import config, service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return service.run(config.load(args.config, os.environ), os.environ)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fe", description="fe-runtime: Flexible Engine control plane as actors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--json", action="store_true", help="print sweep.json to stdout")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(fn=cmd_sweep)
+    daemon = sub.add_parser("daemon", help="run the control plane on real libvirt hosts and serve its API")
+    daemon.add_argument("--config", required=True, help="the daemon's TOML file (see daemon/config.py)")
+    daemon.set_defaults(fn=cmd_daemon)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -24,6 +24,9 @@ from starlette.routing import Route
 from actors.identity import Directory
 from daemon.api import ApiError, AuthMiddleware, error_response, status_of
 from daemon.api.keystone import Keystone
+from daemon.api.nova import OPERATIONS as NOVA_OPERATIONS
+from daemon.api.nova import Nova
+from runtime.actor import ActorRef
 from runtime.errors import CloudError
 
 log = logging.getLogger(__name__)
@@ -31,10 +34,12 @@ log = logging.getLogger(__name__)
 OPENAPI_PATH = "/openapi.json"
 
 
-def create_app(directory: Directory, clock: Callable[[], datetime], public_url: str) -> Starlette:
+def create_app(directory: Directory, clock: Callable[[], datetime], public_url: str,
+               region: ActorRef | None = None) -> Starlette:
     """The API over `directory`; `clock` gives aware UTC datetimes; `public_url` (scheme://host:port,
-    as clients reach the daemon) is what the version documents and the service catalog advertise."""
-    keystone = Keystone(directory, clock, public_url)
+    as clients reach the daemon) is what the version documents and the service catalog advertise.
+    With the `region` actor, the Nova compute routes (daemon.api.nova) are served and cataloged too."""
+    keystone = Keystone(directory, clock, public_url, compute=region is not None)
 
     async def cloud_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, CloudError)
@@ -59,7 +64,7 @@ def create_app(directory: Directory, clock: Callable[[], datetime], public_url: 
     async def server_error(request: Request, error: Exception) -> Response:
         return error_response(500, "internal error; the daemon's log has the details", public_url)
 
-    routes = keystone.routes()
+    routes = keystone.routes() + (Nova(directory, region, public_url).routes() if region is not None else [])
     document = openapi(routes, public_url)
 
     async def openapi_json(request: Request) -> Response:
@@ -131,11 +136,12 @@ def openapi(routes: list[Route], public_url: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     served = [(method, route.path) for route in routes for method in sorted(route.methods or ()) if method != "HEAD"]
     for method, path in [*served, ("GET", OPENAPI_PATH)]:
-        paths.setdefault(path, {})[method.lower()] = _OPERATIONS[(method, path)]
+        paths.setdefault(path, {})[method.lower()] = {**_OPERATIONS, **NOVA_OPERATIONS}[(method, path)]
     return {
         "openapi": "3.1.0",
         "info": {"title": "fe-runtime", "version": "0.1.0",
-                 "description": "OpenStack-compatible API of fe-runtime: Keystone v3 identity (subset)"},
+                 "description": "OpenStack-compatible API of fe-runtime: Keystone v3 identity, Nova v2.1 compute "
+                                "(subsets)"},
         "servers": [{"url": public_url.rstrip("/")}],
         "paths": paths,
         "security": [{"token": []}],

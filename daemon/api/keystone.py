@@ -5,7 +5,7 @@
 - `POST /identity/v3/auth/tokens`: password (and, for users enrolled in TOTP, "totp") methods,
   scoped to a project by name (domain "Default") or by id (a project's name is its id) -> 201,
   the token id in `X-Subject-Token`, the token in the body with a catalog that lists only what
-  this daemon serves (identity, for now).
+  this daemon serves (identity; compute when the app has the region).
 - `GET`/`HEAD`/`DELETE /identity/v3/auth/tokens`: validate or revoke the `X-Subject-Token`.
   A token may validate or revoke itself; any other token needs the provider's cloud admin
   (Keystone's "token_subject or system reader" policy), decided by `Directory.authorize`.
@@ -149,8 +149,9 @@ def parse_password_auth(payload: Any) -> tuple[str, str, str, str | None]:
 class Keystone:
     """The identity routes over one `Directory`; `clock` gives aware UTC datetimes."""
 
-    def __init__(self, directory: Directory, clock: Callable[[], datetime], public_url: str) -> None:
-        self.directory, self.clock = directory, clock
+    def __init__(self, directory: Directory, clock: Callable[[], datetime], public_url: str,
+                 compute: bool = False) -> None:
+        self.directory, self.clock, self.compute = directory, clock, compute
         self.public_url = public_url.rstrip("/")
 
     @property
@@ -217,8 +218,10 @@ class Keystone:
         }}
 
     def catalog(self) -> list[Mapping[str, Any]]:
-        """Only the services this daemon serves: identity (compute and volume come with their routes)."""
-        url = self.v3_url
-        return [{"id": "identity", "type": "identity", "name": "keystone", "endpoints": [
-            {"id": f"identity-{interface}", "interface": interface, "region": None, "region_id": None, "url": url}
-            for interface in ("public", "internal", "admin")]}]
+        """Only the services this daemon serves: identity, and compute when the Nova routes are served."""
+        services = [("identity", "keystone", self.v3_url)]
+        if self.compute:
+            services.append(("compute", "nova", f"{self.public_url}/compute/v2.1"))
+        return [{"id": kind, "type": kind, "name": name, "endpoints": [
+            {"id": f"{kind}-{interface}", "interface": interface, "region": None, "region_id": None, "url": url}
+            for interface in ("public", "internal", "admin")]} for kind, name, url in services]
