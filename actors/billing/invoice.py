@@ -287,10 +287,14 @@ def monthly_invoices(tenants: Sequence[str], usage: Sequence[Usage], reserved: S
                      start_s: Fraction | float = 0) -> list[tuple[str, str, Invoice]]:
     """(tenant, "YYYY-MM", invoice) for every tenant and every calendar month of
     [start_s, end_s) (a run: the first and last months are partial)."""
+    usage_of: dict[str, list[Usage]] = {t: [] for t in tenants}  # each invoice reads its tenant's records only
+    for u in usage:
+        if u.tenant in usage_of:
+            usage_of[u.tenant].append(u)
     out = []
     for month in months_between(start_s, end_s, epoch):
         m0, m1 = month.span(epoch)
         lo, hi = max(Fraction(start_s), m0), min(Fraction(end_s), m1)
         for tenant in tenants:
-            out.append((tenant, str(month), invoice(tenant, lo, hi, usage, reserved, prices, epoch)))
+            out.append((tenant, str(month), invoice(tenant, lo, hi, usage_of[tenant], reserved, prices, epoch)))
     return out
