@@ -754,7 +754,8 @@ class AvailabilityZone(Actor):
                     self._enqueue(sid)  # its copy on this host is gone: rebuild it
             self.host_state[host] = HostState.UP
             self.scheduler.set_enabled(host, True)
-            self.ctx.emit("HostReturned", host=host, removed=list(done.removed), restarted=list(done.started))
+            self.ctx.emit("HostReturned", host=host, removed=list(done.removed), restarted=list(done.started),
+                          running=list(done.running))
             self._retry_waiting()
 
     def _busy_on(self, host: str) -> bool:

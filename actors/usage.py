@@ -20,15 +20,17 @@ What changes whether a copy runs (every emitter is in actors/az.py unless named)
     ServerRecovered               rebuilt on another host: runs
     HostReturned / HostResynced   `restarted` servers run from now (a host that returned
                                   unfenced had stopped them: from its suspicion they did not
-                                  run); `removed` are stale copies of servers running elsewhere
+                                  run); `removed` are stale copies of servers running elsewhere;
+                                  HostReturned's `running` also lists those found running (an
+                                  unfenced partition: seen again from now)
     ServerParked / ServerUnparked nothing: the stop or start that follows is a ServerStateChanged
     DrServerStarted(az)           (actors/sdrs) the copy in `az` runs
     ServerBuildFailed             nothing: the server never existed
 A copy runs from such an event at time t (inclusive) until the next one stops it.
 
-Known gap: a server a returning host finds running already (it kept running through an
-unfenced partition) is put back to active with no event; until its next event the ledger
-holds it stopped.
+A server a returning host finds running already (it kept running through an unfenced
+partition) counts from the host's suspicion to its return as not running: the control
+plane could not see it, and that is the conservative reading for availability and billing.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ class ServerLedger:
                 rec.start(t)
             else:
                 rec.restart_after_gap(since, t)
+        for rec in self._each(az, f.get("running", ())):
+            rec.start(t)  # found running: a no-op for those just restarted
 
     def _resynced(self, t: float, az: str, f: dict[str, Any]) -> None:
         for rec in self._each(az, f["restarted"]):

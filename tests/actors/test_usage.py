@@ -256,3 +256,13 @@ def test_sdrs3_meter_on_a_real_run_with_a_drill_and_a_failover(tmp_path: Path) -
         expected[("sdrs-storage", vid + "-r", "eu-west-0a")] = (p["t"], end)
         expected[("evs", vid, "eu-west-0b")] = (first("VolumeCreated", volume=vid), end)
     assert got == expected
+
+
+def test_ecs4_a_server_found_running_when_its_host_returns_runs_again_from_then() -> None:
+    """An unfenced partition: the server kept running but the control plane could not see
+    it; from the suspicion to the return it counts as not running, then as running."""
+    ledger = feed(
+        ServerLedger(), created(0, "s1"), (1000, AZ_B, "HostSuspected", {"host": "h1"}),
+        (1010, AZ_B, "HostPresumedDown", {"host": "h1", "recovering": [], "down": {"no auto-recovery": ["s1"]}}),
+        (2000, AZ_B, "HostReturned", {"host": "h1", "removed": [], "restarted": [], "running": ["s1"]}))
+    assert ledger.running("s1", 3000) == [(0, 1000), (2000, 3000)]
