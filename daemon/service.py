@@ -47,6 +47,7 @@ from actors.region import CreateTenant, Region
 from actors.topology import HostSpec, Topology
 from daemon.api.app import create_app
 from daemon.config import DaemonConfig
+from daemon.control import Control
 from runtime.actor import ActorRef, ActorSystem
 from runtime.backends.libvirt import LibvirtHypervisor, LibvirtPower
 from runtime.driver import AnyioDriver
@@ -122,6 +123,7 @@ class Daemon:
         port = sock.getsockname()[1] if sock is not None else config.listen_port
         self.public_url = f"http://{host}:{port}"
         self.region: ActorRef | None = None
+        self.control: Control | None = None
         self._server: _Server | None = None
         self._ready = False
 
@@ -168,8 +170,9 @@ class Daemon:
         try:
             async with system.running(), anyio.create_task_group() as tg:
                 self.region = system.spawn(lambda: Region(topology, ports), self.config.region.name)
+                self.control = Control(self.region)
                 await self._bootstrap()
-                app = create_app(self.directory, lambda: datetime.now(UTC), self.public_url, self.region)
+                app = create_app(self.directory, lambda: datetime.now(UTC), self.public_url, self.control)
                 uv = uvicorn.Config(app, host=self.config.listen_host, port=self.config.listen_port,
                                     log_level="info", lifespan="off", ws="none", http="h11",
                                     timeout_graceful_shutdown=30)

@@ -26,7 +26,7 @@ from daemon.api import ApiError, AuthMiddleware, error_response, status_of
 from daemon.api.keystone import Keystone
 from daemon.api.nova import OPERATIONS as NOVA_OPERATIONS
 from daemon.api.nova import Nova
-from runtime.actor import ActorRef
+from daemon.control import Control
 from runtime.errors import CloudError
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,11 @@ OPENAPI_PATH = "/openapi.json"
 
 
 def create_app(directory: Directory, clock: Callable[[], datetime], public_url: str,
-               region: ActorRef | None = None) -> Starlette:
+               control: Control | None = None) -> Starlette:
     """The API over `directory`; `clock` gives aware UTC datetimes; `public_url` (scheme://host:port,
     as clients reach the daemon) is what the version documents and the service catalog advertise.
-    With the `region` actor, the Nova compute routes (daemon.api.nova) are served and cataloged too."""
-    keystone = Keystone(directory, clock, public_url, compute=region is not None)
+    With `control` (the actors), the Nova compute routes (daemon.api.nova) are served and cataloged too."""
+    keystone = Keystone(directory, clock, public_url, compute=control is not None)
 
     async def cloud_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, CloudError)
@@ -64,7 +64,7 @@ def create_app(directory: Directory, clock: Callable[[], datetime], public_url: 
     async def server_error(request: Request, error: Exception) -> Response:
         return error_response(500, "internal error; the daemon's log has the details", public_url)
 
-    routes = keystone.routes() + (Nova(directory, region, public_url).routes() if region is not None else [])
+    routes = keystone.routes() + (Nova(directory, control, public_url).routes() if control is not None else [])
     document = openapi(routes, public_url)
 
     async def openapi_json(request: Request) -> Response:

@@ -38,10 +38,9 @@ from starlette.routing import Route
 from actors.az import DescribeServer, ServerDescription
 from actors.flavors import FLAVORS, Flavor
 from actors.identity import Action, Directory, Forbidden, Token
-from actors.region import GetServices, GetTenant, RegionServices
 from actors.tenant import ActOnServer, CreateServer, GetQuotas, ListServers, Quotas, RemoveServer, TenantServer
 from daemon.api import read_json, token_of
-from runtime.actor import ActorRef
+from daemon.control import ASK_TIMEOUT_S, Control
 from runtime.errors import (
     CloudError,
     Conflict,
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/compute/v2.1"
 VERSION = {"id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
            "updated": "2013-07-23T11:33:21Z"}
-# How long a request waits for the actors: a create builds a domain on a real host.
-ASK_TIMEOUT_S = 600.0
 
 # Nova's status (and vm_state) of each server state of actors.servers.ServerState.
 _STATUS = {"building": "BUILD", "active": "ACTIVE", "shutoff": "SHUTOFF", "resizing": "RESIZE",
@@ -120,10 +117,10 @@ def _text(obj: Mapping[str, Any], path: str, key: str, required: bool = True) ->
 
 
 class Nova:
-    """The compute routes over one `Directory` and the Region actor; `public_url` as Keystone's."""
+    """The compute routes over one `Directory` and the actors (through `Control`); `public_url` as Keystone's."""
 
-    def __init__(self, directory: Directory, region: ActorRef, public_url: str) -> None:
-        self.directory, self.region = directory, region
+    def __init__(self, directory: Directory, control: Control, public_url: str) -> None:
+        self.directory, self.control = directory, control
         self.url = f"{public_url.rstrip('/')}{PREFIX}"
 
     def routes(self) -> list[Route]:
@@ -162,13 +159,8 @@ class Nova:
         self.directory.authorize(token, action, token.project if project is None else project)
         return token
 
-    async def _tenant(self, project: str) -> ActorRef:
-        ref = await self.region.ask(GetTenant(project), timeout=ASK_TIMEOUT_S)
-        assert isinstance(ref, ActorRef)
-        return ref
-
     async def _ask(self, project: str, msg: Any) -> Any:
-        return await (await self._tenant(project)).ask(msg, timeout=ASK_TIMEOUT_S)
+        return await self.control.ask(project, msg)
 
     async def _own_server(self, project: str, server_id: str) -> TenantServer:
         servers: list[TenantServer] = await self._ask(project, ListServers())
@@ -178,7 +170,7 @@ class Nova:
         return found
 
     async def _describe(self, server: TenantServer) -> ServerDescription:
-        services: RegionServices = await self.region.ask(GetServices(), timeout=ASK_TIMEOUT_S)
+        services = await self.control.services()
         described = await services.azs[server.az].ask(DescribeServer(server.id), timeout=ASK_TIMEOUT_S)
         assert isinstance(described, ServerDescription)
         return described

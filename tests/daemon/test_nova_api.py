@@ -244,7 +244,7 @@ def test_a_refused_transition_is_409_and_a_bad_action_400(running: Running) -> N
 
 def test_the_openapi_description_lists_exactly_the_served_routes(running: Running) -> None:
     assert running.daemon.region is not None
-    app = create_app(running.daemon.directory, lambda: None, running.url, running.daemon.region)  # type: ignore
+    app = create_app(running.daemon.directory, lambda: None, running.url, running.daemon.control)  # type: ignore
     served = {(route.path, method.lower()) for route in app.routes for method in getattr(route, "methods", ())
               if method != "HEAD"}
     document = httpx.get(f"{running.url}/openapi.json").json()
