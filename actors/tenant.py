@@ -70,6 +70,8 @@ class CreateServer:
     dedicated: bool = False
     system_disk_gb: int | None = None  # default: [volumes] system_disk_gb
     system_disk_kind: VolumeKind | str | None = None  # default: [volumes] system_disk_kind
+    server_id: str | None = None  # default: a new id (the daemon gives its own, journaled before the create)
+    boot_volume: str | None = None  # boot from this available volume of the tenant instead of a new system disk
 
 
 @attrs.frozen
@@ -314,9 +316,15 @@ class Tenant(Actor):
             if self.group_members[msg.group] >= self.quota.limits["server_group_members"]:
                 self._refused(QuotaExceeded("server_group_members", self.quota.limits["server_group_members"],
                                             self.group_members[msg.group], 1))
+        if msg.server_id is not None and (msg.server_id in self.servers or msg.server_id in self.busy):
+            raise Conflict(f"server {msg.server_id} already exists")
         service = self.volume_services.get(msg.az)
+        boot = None if msg.boot_volume is None else self._volume(self.name, msg.boot_volume)
+        if boot is not None and (service is None or boot.az != msg.az):
+            raise InvalidRequest(f"volume {boot.id} is in {boot.az}: a server boots from a volume of its own "
+                                 f"availability zone ({msg.az})")
         disk = None
-        if service is not None:
+        if service is not None and boot is None:
             size = SYSTEM_DISK_GB if msg.system_disk_gb is None else msg.system_disk_gb
             disk = CreateVolume(self.name, msg.az, check_size(size, bootable=True),
                                 parse_kind(msg.system_disk_kind or SYSTEM_DISK_KIND), bootable=True)
@@ -325,14 +333,22 @@ class Tenant(Actor):
         self._reserve({**needs, **disk_needs})
         if msg.group is not None:
             self._count_member(msg.group, +1)
-        sid = self.ctx.new_id()
+        sid = msg.server_id or self.ctx.new_id()
+        self.busy.add(sid)
+        if boot is not None:
+            self.busy.add(boot.id)
         reply = self.ctx.defer()
         place = PlaceServer(sid, self.name, flavor, msg.auto_recovery,
                             f"{self.name}/{msg.group}" if msg.group else None, policy, msg.dedicated)
 
         async def build() -> None:
-            volume = None
+            volume = boot
             try:
+                if service is not None and boot is not None:
+                    view: VolumeView = await service.ask(GetVolume(self.name, boot.id), timeout=None)
+                    if view.state != "available":
+                        raise Conflict(f"volume {boot.id} is {view.state}: a server boots from an available volume")
+                    await service.ask(RegisterServer(self.name, sid), timeout=None)
                 if service is not None and disk is not None:
                     volume = await self._new_volume(service, disk, disk_needs)
                     await service.ask(RegisterServer(self.name, sid), timeout=None)
@@ -341,15 +357,21 @@ class Tenant(Actor):
                 self.quota.release(needs)
                 if msg.group is not None:
                     self._count_member(msg.group, -1)
-                if service is not None and volume is not None:
+                if service is not None and volume is not None and boot is None:
                     await self._undo_volume(service, volume.id, sid)
+                elif service is not None and boot is not None:
+                    await service.ask(ForgetServer(sid), timeout=None)
+                self.busy.discard(sid)
+                self.busy.discard(msg.boot_volume or sid)
                 reply.fail(exc)
                 return
             if service is not None and volume is not None:
-                # cannot be refused: a new available volume, a new server without disks
+                # cannot be refused: an available volume (kept busy meanwhile), a new server without disks
                 await service.ask(AttachVolume(self.name, volume.id, sid), timeout=None)
             self.servers[sid] = TenantServer(sid, msg.name, flavor, msg.az, msg.group,
                                              None if volume is None else volume.id)
+            self.busy.discard(sid)
+            self.busy.discard(msg.boot_volume or sid)
             reply.set(sid)
         self.ctx.start_soon(build)
 

@@ -50,10 +50,13 @@ from daemon.config import DaemonConfig
 from daemon.control import Control
 from runtime.actor import ActorRef, ActorSystem
 from runtime.backends.libvirt import LibvirtHypervisor, LibvirtPower
+from runtime.backends.rbd import RbdBlockStore
+from runtime.backends.s3 import S3ObjectStore
 from runtime.driver import AnyioDriver
 from runtime.errors import BackendError, ConfigError
 from runtime.ports import Hypervisor, Power, PowerState
 from runtime.secrets import SystemSecrets
+from runtime.storage import BlockStore, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -163,32 +166,37 @@ class Daemon:
             closers += [hv, power]
         log.warning("state stays in memory in this version: daemon.state (%s) is not used yet; a restart forgets "
                     "users, projects and servers", self.config.state)
-        if self.config.storage is not None:
-            log.warning("[storage] is not wired yet: no volumes, backups or sDRS")
         topology = topology_of(self.config)
         system = ActorSystem(AnyioDriver(), seed=secrets.randbits(64))
         try:
-            async with system.running(), anyio.create_task_group() as tg:
-                self.region = system.spawn(lambda: Region(topology, ports), self.config.region.name)
-                self.control = Control(self.region)
-                await self._bootstrap()
-                app = create_app(self.directory, lambda: datetime.now(UTC), self.public_url, self.control)
-                uv = uvicorn.Config(app, host=self.config.listen_host, port=self.config.listen_port,
-                                    log_level="info", lifespan="off", ws="none", http="h11",
-                                    timeout_graceful_shutdown=30)
-                self._server = _Server(uv)
-                if self.handle_signals:
-                    tg.start_soon(self._signals, self._server)
-                tg.start_soon(self._watch_started, self._server)
-                await self._server.serve(sockets=[self.sock] if self.sock is not None else None)
-                self._ready = False
-                log.info("API stopped; cancelling the actor tree")
-                tg.cancel_scope.cancel()
+            async with contextlib.AsyncExitStack() as stores:
+                blocks, objects = await open_stores(self.config, stores)
+                await self._serve(system, topology, ports, blocks, objects)
         finally:
             self._ready = False
             with anyio.CancelScope(shield=True):
                 for port in closers:
                     await port.aclose()
+
+    async def _serve(self, system: ActorSystem, topology: Topology, ports: Mapping[str, tuple[Hypervisor, Power]],
+                     blocks: Mapping[str, BlockStore], objects: ObjectStore | None) -> None:
+        async with system.running(), anyio.create_task_group() as tg:
+            self.region = system.spawn(lambda: Region(topology, ports, block_stores=blocks,
+                                                      object_store=objects), self.config.region.name)
+            self.control = Control(self.region)
+            await self._bootstrap()
+            app = create_app(self.directory, lambda: datetime.now(UTC), self.public_url, self.control)
+            uv = uvicorn.Config(app, host=self.config.listen_host, port=self.config.listen_port,
+                                log_level="info", lifespan="off", ws="none", http="h11",
+                                timeout_graceful_shutdown=30)
+            self._server = _Server(uv)
+            if self.handle_signals:
+                tg.start_soon(self._signals, self._server)
+            tg.start_soon(self._watch_started, self._server)
+            await self._server.serve(sockets=[self.sock] if self.sock is not None else None)
+            self._ready = False
+            log.info("API stopped; cancelling the actor tree")
+            tg.cancel_scope.cancel()
 
     async def _bootstrap(self) -> None:
         await self.create_project(self.admin_project)
@@ -207,6 +215,29 @@ class Daemon:
             async for signum in received:
                 log.info("%s: stopping (no new connections, requests in flight finish)", signal.Signals(signum).name)
                 server.should_exit = True
+
+
+async def open_stores(config: DaemonConfig, stack: contextlib.AsyncExitStack
+                      ) -> tuple[dict[str, BlockStore], ObjectStore | None]:
+    """The `[storage]` of `config`: an RBD BlockStore per configured AZ pool and the S3 ObjectStore,
+    entered on `stack` (which closes them); none without `[storage]`."""
+    storage = config.storage
+    if storage is None:
+        log.warning("no [storage] in %s: no volumes, backups or sDRS", config.source)
+        return {}, None
+    host, _, port = storage.mon_host.partition(":")
+    blocks: dict[str, BlockStore] = {}
+    for az, pool in storage.pools.items():
+        blocks[az] = await stack.enter_async_context(RbdBlockStore(
+            az, config.region.name, ceph_conf=storage.ceph_conf, mon_host=host, mon_port=int(port or 6789),
+            pool=pool, libvirt_uri=storage.libvirt_uri))
+    objects = None
+    if storage.s3 is not None:
+        objects = await stack.enter_async_context(S3ObjectStore(
+            storage.s3.endpoint, storage.s3.access_key, storage.s3.secret_key, config.region.name))
+    else:
+        log.warning("no [storage.s3] in %s: no backups", config.source)
+    return blocks, objects
 
 
 def run(config: DaemonConfig, environ: Mapping[str, str]) -> int:
