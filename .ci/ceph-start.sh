@@ -12,7 +12,7 @@
 set -euo pipefail
 
 D=${FE_CEPH_DIR:-/var/tmp/fe-ceph}
-POOLS=${FE_CEPH_POOLS:-fe-eu-west-0a fe-eu-west-0b fe-eu-west-1a}
+POOLS=${FE_CEPH_POOLS:-fe-eu-west-0a fe-eu-west-0b fe-eu-west-1a fe-crash}
 CONF=$D/ceph.conf
 C=(-c "$CONF")
 DAEMONS=(mon.a osd.0 client.rgw.a)

@@ -88,6 +88,17 @@ class PlaceServer:
 
 
 @attrs.frozen
+class AdoptServer:
+    """Take back a server the daemon's durable state holds (at start, once it has reconciled the
+    hosts): its domain is on `host`, running or not. Without a host (its domain is on no host: a
+    missing server) it is placed and built again, as a create. Reply: its host."""
+
+    place: PlaceServer
+    host: str | None
+    running: bool
+
+
+@attrs.frozen
 class DeleteServer:
     server_id: str
 
@@ -102,6 +113,15 @@ class ServerCommand:
 class ResizeServer:
     server_id: str
     flavor: Flavor
+
+
+@attrs.frozen
+class SetAutoRecovery:
+    """Turn a server's auto-recovery on or off (ECS-4: the provider's `support_auto_recovery`);
+    refused for a flavor with a local disk. Reply: None."""
+
+    server_id: str
+    enabled: bool
 
 
 @attrs.frozen
@@ -242,12 +262,16 @@ class AvailabilityZone(Actor):
         match msg:
             case PlaceServer():
                 return self._place(msg)
+            case AdoptServer(place, host, running):
+                return self._adopt(place, host, running)
             case ServerCommand(sid, action):
                 return self._command(sid, action)
             case ResizeServer(sid, flavor):
                 return self._resize(sid, flavor)
             case DeleteServer(sid):
                 return self._delete(sid)
+            case SetAutoRecovery(sid, enabled):
+                return self._set_auto_recovery(sid, enabled)
             case Snapshot():
                 return self._snapshot()
             case DescribeServer(sid):
@@ -311,6 +335,20 @@ class AvailabilityZone(Actor):
                           auto_recovery=rec.auto_recovery)
             return host
         self._background(self.ctx.defer(), rec, build)
+
+    def _adopt(self, msg: PlaceServer, host: str | None, running: bool) -> str | None:
+        if host is None:
+            self.ctx.emit("ServerMissing", server=msg.server_id, tenant=msg.tenant)
+            self._place(msg)  # replies once built
+            return None
+        if msg.server_id in self.servers:
+            raise Conflict(f"server {msg.server_id} already exists")
+        rec = ServerRecord(msg.server_id, msg.tenant, msg.flavor, msg.auto_recovery, msg.group, msg.policy,
+                           msg.dedicated, ServerState.ACTIVE if running else ServerState.SHUTOFF, host)
+        self.scheduler.claim(host, rec.request())
+        self.servers[rec.id] = rec
+        self.ctx.emit("ServerAdopted", server=rec.id, tenant=rec.tenant, host=host, running=running)
+        return host
 
     def _command(self, sid: str, action: str) -> None:
         if action not in _COMMANDS:
@@ -389,6 +427,32 @@ class AvailabilityZone(Actor):
                 rec.state = transition(sid, rec.state, Action.DONE)
             self.ctx.emit("ServerResized", server=sid, tenant=rec.tenant, flavor=flavor.name)
         self._background(self.ctx.defer(), rec, run)
+
+    def _set_auto_recovery(self, sid: str, enabled: bool) -> None:
+        """ECS-4. Turned off: a rebuild not begun yet is dropped (one under way ends). Turned on
+        for a server down on a fenced host: it is rebuilt now, as if its host had failed with
+        auto-recovery on (or once its 12 h since the last recovery are over)."""
+        rec = self.servers.get(sid)
+        if rec is None:
+            raise NotFound("server", sid)
+        if enabled and rec.flavor.has_local_disk:
+            raise InvalidRequest(f"server {sid} has flavor {rec.flavor.name}, with a local disk: auto-recovery is not "
+                                 "available (ECS-4); resize it to a flavor without local disk first")
+        if rec.auto_recovery == enabled:
+            return
+        rec.auto_recovery = enabled
+        self.ctx.emit("AutoRecoveryChanged", server=sid, tenant=rec.tenant, enabled=enabled)
+        if not enabled:
+            self.pending.pop(sid, None)
+            self.waiting.pop(sid, None)
+            return
+        host = rec.host
+        if rec.state is ServerState.DOWN and host is not None and self.host_state[host] is HostState.DOWN \
+                and not rec.busy and not rec.parked and sid not in self.waiting:
+            if not self._not_recoverable(rec, self.ctx.now()):
+                self._enqueue(sid)
+            elif rec.last_recovered is not None:
+                self.ctx.start_soon(self._recover_when_allowed, sid, rec.last_recovered)
 
     def _delete(self, sid: str) -> None:
         rec = self._record(sid)
@@ -608,8 +672,8 @@ class AvailabilityZone(Actor):
 
     async def _recover(self, sid: str) -> None:
         rec = self.servers.get(sid)
-        if rec is None or rec.state is not ServerState.DOWN or rec.parked:
-            return
+        if rec is None or rec.state is not ServerState.DOWN or rec.parked or not rec.auto_recovery:
+            return  # (auto-recovery turned off since it was queued)
         if rec.busy:  # an operation that its host's failure will end: try again after it
             self.ctx.start_soon(self._requeue_later, sid)
             return

@@ -93,6 +93,7 @@ class RestoreBackup:
     volume_id: str | None = None
     az: str | None = None
     source_volume_id: str | None = None
+    new_volume_id: str | None = None  # without volume_id: the new volume's id (default: a new one)
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from actors.az import DeleteServer, PlaceServer, ResizeServer, ServerCommand
+from actors.az import DeleteServer, PlaceServer, ResizeServer, ServerCommand, SetAutoRecovery
 from actors.backups import (
     BindBackupPolicy,
     CreateBackup,
@@ -98,6 +98,18 @@ class CreateServerGroup:
 
 
 @attrs.frozen
+class DeleteServerGroup:
+    """Delete a server group without members; its server_groups quota comes back. Reply: None."""
+
+    name: str
+
+
+@attrs.frozen
+class ListServerGroups:
+    """Reply: {name: GroupPolicy} of the tenant's server groups."""
+
+
+@attrs.frozen
 class RequestQuotaChange:
     resource: str
     limit: int
@@ -156,6 +168,23 @@ class TenantVolume:
     size_gb: int
 
 
+def system_volume_id(server_id: str) -> str:
+    """The id of the system disk the tenant makes for a server created under a given id: known
+    before the create, so a journal that recorded the intent knows what to clean up."""
+    return f"{server_id}-sys"
+
+
+@attrs.frozen
+class AdoptState:
+    """Restore what a tenant owned (the daemon, from its durable state, at start): its server
+    groups, servers and volumes, whose actors (AZs, volume services) adopted them already.
+    Usage is recounted from them; nothing is reserved twice. Reply: None."""
+
+    groups: Mapping[str, GroupPolicy]
+    servers: tuple[TenantServer, ...]
+    volumes: tuple[TenantVolume, ...]
+
+
 def _needs(flavor: Flavor) -> dict[str, int]:
     return {"instances": 1, "vcpus": flavor.vcpus, "ram_mb": flavor.ram_mb}
 
@@ -174,12 +203,13 @@ _CREATIONS = (CreateServer, ActOnServer, ChangeFlavor, CreateServerGroup, Reques
 
 # The API each request belongs to. IAM down refuses every request (no one can authenticate).
 _SERVICE_OF: dict[type, str] = {
-    **dict.fromkeys((CreateServer, RemoveServer, ActOnServer, ChangeFlavor, CreateServerGroup, ListServers), "ECS"),
+    **dict.fromkeys((CreateServer, RemoveServer, ActOnServer, ChangeFlavor, CreateServerGroup, ListServers,
+                     DeleteServerGroup, ListServerGroups, SetAutoRecovery), "ECS"),
     **dict.fromkeys((CreateVolume, ExpandVolume, AttachVolume, DetachVolume, DeleteVolume, GetVolume, ListVolumes),
                     "EVS"),
 }
 
-_PROVIDER_SIDE = (SetApiState, CloseTenant, AcceptQuotaChange)
+_PROVIDER_SIDE = (SetApiState, CloseTenant, AcceptQuotaChange, AdoptState)
 
 
 class Tenant(Actor):
@@ -216,6 +246,8 @@ class Tenant(Actor):
             case CloseTenant():
                 self.closed = True
                 return None
+            case AdoptState():
+                return self._adopt(msg)
             case SetApiState(service, up):
                 (self.apis_down.discard if up else self.apis_down.add)(service)
                 return None
@@ -230,6 +262,12 @@ class Tenant(Actor):
                 return self._resize(sid, get_flavor(flavor))
             case CreateServerGroup(name, policy):
                 return self._create_group(name, policy)
+            case DeleteServerGroup(name):
+                return self._delete_group(name)
+            case ListServerGroups():
+                return dict(self.groups)
+            case SetAutoRecovery(sid, _):
+                return self._relay(self.azs[self._server(sid).az], msg, busy=sid)
             case RequestQuotaChange(resource, limit):
                 return self._request_change(resource, limit)
             case AcceptQuotaChange(request_id):
@@ -261,6 +299,27 @@ class Tenant(Actor):
                 self._mine(msg.tenant)
                 return self._relay(self._backup_service(), msg)
         return await super().receive(msg)
+
+    def _adopt(self, msg: AdoptState) -> None:
+        if self.servers or self.volumes or self.groups:
+            raise Conflict(f"tenant {self.name} already has resources: adopt into a new tenant only")
+        self.groups = dict(msg.groups)
+        self.group_members = dict.fromkeys(self.groups, 0)
+        for server in msg.servers:
+            if server.group is not None and server.group not in self.groups:
+                raise InvalidRequest(f"server {server.id} is in group {server.group!r}, which the tenant lacks")
+            self.servers[server.id] = server
+            for name, n in _needs(server.flavor).items():
+                self.quota.used[name] += n
+            if server.group is not None:
+                self.group_members[server.group] += 1
+        for vol in msg.volumes:
+            self.volumes[vol.id] = vol
+            for name, n in _volume_needs(vol.size_gb).items():
+                self.quota.used[name] += n
+        self.quota.used["server_groups"] = len(self.groups)
+        self.quota.used["server_group_members"] = max(self.group_members.values(), default=0)
+        return None
 
     def _mine(self, tenant: str) -> None:
         if tenant != self.name:
@@ -327,7 +386,8 @@ class Tenant(Actor):
         if service is not None and boot is None:
             size = SYSTEM_DISK_GB if msg.system_disk_gb is None else msg.system_disk_gb
             disk = CreateVolume(self.name, msg.az, check_size(size, bootable=True),
-                                parse_kind(msg.system_disk_kind or SYSTEM_DISK_KIND), bootable=True)
+                                parse_kind(msg.system_disk_kind or SYSTEM_DISK_KIND), bootable=True,
+                                volume_id=None if msg.server_id is None else system_volume_id(msg.server_id))
         needs = _needs(flavor)
         disk_needs = {} if disk is None else _volume_needs(disk.size_gb)
         self._reserve({**needs, **disk_needs})
@@ -466,6 +526,16 @@ class Tenant(Actor):
         self.group_members[name] = 0
         return name
 
+    def _delete_group(self, name: str) -> None:
+        if name not in self.groups:
+            raise NotFound("server group", name)
+        if self.group_members[name]:
+            raise Conflict(f"server group {name!r} has {self.group_members[name]} member(s) (servers being created "
+                           "included): delete them first")
+        del self.groups[name], self.group_members[name]
+        self.quota.release({"server_groups": 1})
+        self.quota.used["server_group_members"] = max(self.group_members.values(), default=0)
+
     def _request_change(self, resource: str, limit: int) -> str:
         if resource not in RESOURCES:
             raise InvalidRequest(f"unknown quota resource {resource!r}; valid: {', '.join(RESOURCES)}")
@@ -602,7 +672,7 @@ class Tenant(Actor):
                 needs = _volume_needs(part.size_gb)
                 self._reserve(needs)
                 vol = await self._new_volume(service, CreateVolume(self.name, az, part.size_gb, part.kind,
-                                                                   part.bootable), needs)
+                                                                   part.bootable, msg.new_volume_id), needs)
             except CloudError as exc:
                 reply.fail(exc)
                 return

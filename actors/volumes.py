@@ -163,6 +163,7 @@ class CreateVolume:
     size_gb: int
     kind: VolumeKind | str = VolumeKind.SATA
     bootable: bool = False
+    volume_id: str | None = None  # default: a new id (the daemon gives its own, journaled before the create)
 
 
 @attrs.frozen
@@ -373,7 +374,10 @@ class VolumeService(Actor):
         if msg.az != self.az:
             raise InvalidRequest(f"a volume of {msg.az} was asked of the volume service of {self.az}")
         kind = parse_kind(msg.kind)
-        vol = _Volume(self.ctx.new_id(), msg.tenant, check_size(msg.size_gb, msg.bootable), kind, msg.bootable)
+        if msg.volume_id is not None and msg.volume_id in self.volumes:
+            raise Conflict(f"volume {msg.volume_id} already exists in {self.az}")
+        vol = _Volume(msg.volume_id or self.ctx.new_id(), msg.tenant, check_size(msg.size_gb, msg.bootable), kind,
+                      msg.bootable)
         self._add(vol)
         reply = self.ctx.defer()
 

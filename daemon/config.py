@@ -7,7 +7,8 @@ is `FILE:LINE: field: what is wrong (valid: ...)`.
 [daemon]
 region = "eu-west-0"                       # from actors/regions.toml
 listen = "127.0.0.1:8774"                  # HOST:PORT of the API
-state = "sqlite:///var/lib/fe-runtime/state.db"   # or postgresql://USER@HOST:PORT/DB
+state = "sqlite:///var/lib/fe-runtime/state.db"   # or postgresql://USER:PASSWORD@HOST:PORT/DB[?schema=NAME]
+orphans = "delete"                         # at start: "delete" (default) or "keep" (report only) orphans
 
 [[hosts]]                                  # one per hypervisor host
 name = "par1-h01"
@@ -43,6 +44,8 @@ import attrs
 from actors.topology import REGIONS, RegionInfo
 from runtime.errors import ConfigError
 from runtime.toml_reader import TomlReader
+
+ORPHAN_POLICIES = ("delete", "keep")  # daemon.restore
 
 URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "xen", "xen+ssh", "test")
 STATE_SCHEMES = ("sqlite", "postgresql")
@@ -89,6 +92,7 @@ class DaemonConfig:
     state: str
     hosts: tuple[HostConfig, ...]
     storage: StorageConfig | None = None
+    orphans: str = "delete"  # what the start does with orphan domains and volumes (daemon.restore)
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> DaemonConfig:
@@ -107,7 +111,8 @@ def parse(text: str, source: str, environ: Mapping[str, str]) -> DaemonConfig:
         raise ConfigError(source, f"not valid TOML: {exc}") from exc
     r = TomlReader(source, text)
     r.table(data, "(top level)", ("daemon", "hosts", "storage"), ("daemon", "hosts"))
-    d = r.table(data["daemon"], "daemon", ("region", "listen", "state"), ("region", "listen", "state"))
+    d = r.table(data["daemon"], "daemon", ("region", "listen", "state", "orphans"), ("region", "listen", "state"))
+    orphans = r.choice(d.get("orphans", "delete"), "daemon.orphans", list(ORPHAN_POLICIES))
     region = REGIONS[r.choice(d["region"], "daemon.region", sorted(REGIONS))]
     host, port = _listen(r, d["listen"])
     state = _state(r, d["state"])
@@ -120,7 +125,7 @@ def parse(text: str, source: str, environ: Mapping[str, str]) -> DaemonConfig:
         if names.index(name) != i:
             raise r.error(f"hosts[{i}].name", f"host {name!r} is declared twice")
     storage = _storage(r, data["storage"], region, environ) if "storage" in data else None
-    return DaemonConfig(source, region, host, port, state, parsed, storage)
+    return DaemonConfig(source, region, host, port, state, parsed, storage, orphans)
 
 
 def _listen(r: TomlReader, value: Any) -> tuple[str, int]:

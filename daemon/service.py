@@ -37,7 +37,9 @@ import signal
 import socket
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import uvicorn
@@ -46,16 +48,22 @@ from actors.identity import Directory, ProjectName, Role
 from actors.region import CreateTenant, Region
 from actors.topology import HostSpec, Topology
 from daemon.api.app import create_app
+from daemon.api.cts import TraceRecorder
 from daemon.config import DaemonConfig
-from daemon.control import Control
+from daemon.control import IDENTITY_KINDS, Control, load_identity
+from daemon.observability import Metrics, setup_logging
+from daemon.restore import Reconciler, Report, adopt, load
 from runtime.actor import ActorRef, ActorSystem
 from runtime.backends.libvirt import LibvirtHypervisor, LibvirtPower
+from runtime.backends.postgres_state import PostgresStateStore
 from runtime.backends.rbd import RbdBlockStore
 from runtime.backends.s3 import S3ObjectStore
+from runtime.backends.sqlite_state import SqliteStateStore
 from runtime.driver import AnyioDriver
 from runtime.errors import BackendError, ConfigError
 from runtime.ports import Hypervisor, Power, PowerState
 from runtime.secrets import SystemSecrets
+from runtime.state import Put, Record, StateStore
 from runtime.storage import BlockStore, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,7 @@ log = logging.getLogger(__name__)
 ADMIN_PASSWORD_ENV = "FE_ADMIN_PASSWORD"
 ADMIN_USER_ENV = "FE_ADMIN_USER"
 ADMIN_PROJECT_ENV = "FE_ADMIN_PROJECT"
+RECORD_KINDS = ("intent", "tenant", "server", "volume", "group", *IDENTITY_KINDS)
 
 
 class NoPowerController:
@@ -121,12 +130,18 @@ class Daemon:
                               f"export {ADMIN_PASSWORD_ENV}=... (at least 8 characters) before starting the daemon")
         self.directory = directory if directory is not None else Directory(SystemSecrets())
         self.sock = sock
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets TCP_NODELAY only on sockets made with IPPROTO_TCP; without it keep-alive
+            # clients wait ~40 ms per answer (Nagle + delayed ACK)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.handle_signals = handle_signals
         host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
         port = sock.getsockname()[1] if sock is not None else config.listen_port
         self.public_url = f"http://{host}:{port}"
         self.region: ActorRef | None = None
         self.control: Control | None = None
+        self.store: StateStore | None = None
+        self.reconciled: Report | None = None  # what the last start found and did (daemon.restore)
         self._server: _Server | None = None
         self._ready = False
 
@@ -141,14 +156,23 @@ class Daemon:
             self._server.should_exit = True
 
     async def create_project(self, name: str, quotas: Mapping[str, int] | None = None) -> None:
-        """A new project, and its tenant in the region (TEN-1); nothing is left half-made."""
-        assert self.region is not None, "the daemon is not running"
+        """A new project, and its tenant in the region (TEN-1), durable on return; nothing is left
+        half-made (the records are written only once the tenant exists)."""
+        assert self.region is not None and self.control is not None, "the daemon is not running"
         self.directory.create_project(name)
         try:
             await self.region.ask(CreateTenant(name, dict(quotas or {})))
         except BaseException:
             del self.directory.projects[ProjectName(name)]
             raise
+        await self.control.write([Put("tenant", name, {"quotas": dict(quotas or {})})])
+        await self.control.save_identity()
+
+    async def create_user(self, project: str, name: str, password: str, roles: frozenset[Role]) -> None:
+        """A new user of `project`, durable on return."""
+        assert self.control is not None, "the daemon is not running"
+        self.directory.create_user(project, name, password, roles)
+        await self.control.save_identity()
 
     async def run(self) -> None:
         """Serve until stopped; returns normally after a clean shutdown."""
@@ -164,14 +188,20 @@ class Daemon:
                             "are not rebuilt elsewhere (auto-recovery waits for the host to return)", h.name)
             ports[h.name] = (hv, power)
             closers += [hv, power]
-        log.warning("state stays in memory in this version: daemon.state (%s) is not used yet; a restart forgets "
-                    "users, projects and servers", self.config.state)
         topology = topology_of(self.config)
         system = ActorSystem(AnyioDriver(), seed=secrets.randbits(64))
         try:
             async with contextlib.AsyncExitStack() as stores:
+                self.store = await open_state(self.config.state)
+                stores.push_async_callback(self.store.close)
                 blocks, objects = await open_stores(self.config, stores)
-                await self._serve(system, topology, ports, blocks, objects)
+                records = await load(self.store, RECORD_KINDS)
+                load_identity(self.directory, [Record(k, key, v, 1, 0) for (k, key), v in records.items()
+                                               if k in IDENTITY_KINDS])
+                reconciler = Reconciler(self.store, records, {h: hv for h, (hv, _) in ports.items()}, blocks,
+                                        self.config.orphans)
+                self.reconciled = await reconciler.run()
+                await self._serve(system, topology, ports, blocks, objects, reconciler)
         finally:
             self._ready = False
             with anyio.CancelScope(shield=True):
@@ -179,15 +209,26 @@ class Daemon:
                     await port.aclose()
 
     async def _serve(self, system: ActorSystem, topology: Topology, ports: Mapping[str, tuple[Hypervisor, Power]],
-                     blocks: Mapping[str, BlockStore], objects: ObjectStore | None) -> None:
+                     blocks: Mapping[str, BlockStore], objects: ObjectStore | None, reconciler: Reconciler) -> None:
+        metrics = Metrics()
+        system.events.sinks.append(metrics.on_event)  # before the first actor: every event counted
         async with system.running(), anyio.create_task_group() as tg:
-            self.region = system.spawn(lambda: Region(topology, ports, block_stores=blocks,
-                                                      object_store=objects), self.config.region.name)
-            self.control = Control(self.region)
+            self.region = region = system.spawn(lambda: Region(topology, ports, block_stores=blocks,
+                                                               object_store=objects), self.config.region.name)
+            self.control = Control(region, self.store, self.directory, reconciler.records)
+            await adopt(region, await self.control.services(), reconciler.records, reconciler.placements,
+                        set(reconciler.report.lost_volumes), reconciler.report)
+            log.info("reconciled: %s", reconciler.report.summary())
+            self.directory.purge(datetime.now(UTC))
             await self._bootstrap()
-            app = create_app(self.directory, lambda: datetime.now(UTC), self.public_url, self.control)
+            await self.control.save_identity()
+            assert self.store is not None
+            traces = TraceRecorder(self.store, metrics)
+            tg.start_soon(traces.run)  # cancelled after uvicorn stops: it writes what is pending first
+            app = create_app(self.directory, lambda: datetime.now(UTC), self.public_url, self.control,
+                             traces=traces, metrics=metrics)
             uv = uvicorn.Config(app, host=self.config.listen_host, port=self.config.listen_port,
-                                log_level="info", lifespan="off", ws="none", http="h11",
+                                log_level="info", log_config=None, lifespan="off", ws="none", http="h11",
                                 timeout_graceful_shutdown=30)
             self._server = _Server(uv)
             if self.handle_signals:
@@ -199,8 +240,13 @@ class Daemon:
             tg.cancel_scope.cancel()
 
     async def _bootstrap(self) -> None:
+        """The first start makes the admin user and project; later starts find them in the store."""
+        if ProjectName(self.admin_project) in self.directory.projects:
+            log.info("state %s: %d projects, %d users restored", self.config.state, len(self.directory.projects),
+                     len(self.directory.users))
+            return
         await self.create_project(self.admin_project)
-        self.directory.create_user(self.admin_project, self.admin_user, self.password, frozenset({Role.ADMIN}))
+        await self.create_user(self.admin_project, self.admin_user, self.password, frozenset({Role.ADMIN}))
         log.info("bootstrap: user %r with role admin in project %r", self.admin_user, self.admin_project)
 
     async def _watch_started(self, server: _Server) -> None:
@@ -215,6 +261,19 @@ class Daemon:
             async for signum in received:
                 log.info("%s: stopping (no new connections, requests in flight finish)", signal.Signals(signum).name)
                 server.should_exit = True
+
+
+async def open_state(location: str) -> StateStore:
+    """The StateStore of `daemon.state`: a SQLite file (made with its directory), or PostgreSQL
+    (`postgresql://USER:PASSWORD@HOST:PORT/DB`, optionally `?schema=NAME`, default fe_state)."""
+    url = urlsplit(location)
+    if url.scheme == "sqlite":
+        path = Path(url.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return await SqliteStateStore.open(path)
+    query = dict(parse_qsl(url.query))
+    schema = query.pop("schema", "fe_state")
+    return await PostgresStateStore.open(urlunsplit(url._replace(query=urlencode(query))), schema=schema)
 
 
 async def open_stores(config: DaemonConfig, stack: contextlib.AsyncExitStack
@@ -242,6 +301,7 @@ async def open_stores(config: DaemonConfig, stack: contextlib.AsyncExitStack
 
 def run(config: DaemonConfig, environ: Mapping[str, str]) -> int:
     """`fe daemon`: serve until SIGTERM/SIGINT; 0 after a clean stop."""
+    setup_logging()  # JSON lines on stderr (daemon.observability)
     daemon = Daemon(config, environ)
     AnyioDriver().run(daemon.run)
     return 0

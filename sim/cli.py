@@ -102,8 +102,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "kernel":
         result = kernel(args.n)
+    elif args.what == "api":
+        from daemon.bench import api
+
+        result = api(args.servers or 200, args.concurrency, args.clients, args.requests,
+                     None if args.json else console)
     else:
-        result = scale(args.hosts, args.servers, args.days, args.seed, None if args.json else console)
+        result = scale(args.hosts, args.servers or 100_000, args.days, args.seed, None if args.json else console)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -113,7 +118,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for key, value in result.items():
             table.add_row(key, _fmt(value))
         Console().print(table)
-    return 0
+    return 1 if result.get("errors") else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -145,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(fn=cmd_sim)
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["kernel", "scale"])
+    bench.add_argument("what", choices=["kernel", "scale", "api"])
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--n", type=int, default=200_000, help="kernel: round trips and events to time")
     bench.add_argument("--hosts", type=int, default=50_000)
-    bench.add_argument("--servers", type=int, default=100_000)
+    bench.add_argument("--servers", type=int, help="scale: servers simulated (default 100,000); api: servers "
+                                                   "created through the API (default 200)")
+    bench.add_argument("--concurrency", type=int, default=10, help="api: concurrent creates (second half)")
+    bench.add_argument("--clients", type=int, default=50, help="api: concurrent GET clients")
+    bench.add_argument("--requests", type=int, default=20_000, help="api: GET /servers/{id} requests in all")
     bench.add_argument("--days", type=float, default=365.0)
     bench.add_argument("--seed", type=int, default=1)
     bench.set_defaults(fn=cmd_bench)

@@ -285,6 +285,8 @@ class DisasterRecovery(Actor):
     def _protect(self, g: Group, sid: str) -> None:
         self._check(g, _A.ADD_SERVER)
         if sid in self.owner:
+            if self.groups[self.owner[sid]].tenant != g.tenant:  # another tenant's server does not exist (TEN-1)
+                raise NotFound("server", f"{sid} of tenant {g.tenant} in {g.active_az}")
             raise Conflict(f"server {sid} is already protected by group {self.owner[sid]}; a server belongs to "
                            "one group at most")
         az = g.active_az

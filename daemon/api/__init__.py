@@ -32,6 +32,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/identity/v3"), ("HEAD", "/identity/v3"),
     ("POST", "/identity/v3/auth/tokens"),
     ("GET", "/openapi.json"), ("HEAD", "/openapi.json"),
+    ("GET", "/metrics"),  # daemon.observability decides: loopback clients, or a cloud admin's token
 })
 
 _STATUS: tuple[tuple[type[CloudError], int], ...] = (

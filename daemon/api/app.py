@@ -10,7 +10,7 @@ unexpected 500 with no detail (the detail goes to the log, never to the caller).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +23,22 @@ from starlette.routing import Route
 
 from actors.identity import Directory
 from daemon.api import ApiError, AuthMiddleware, error_response, status_of
+from daemon.api.cinder import OPERATIONS as CINDER_OPERATIONS
+from daemon.api.cinder import Cinder
+from daemon.api.cts import OPERATIONS as CTS_OPERATIONS
+from daemon.api.cts import TraceMiddleware, TraceRecorder, cts_routes
+from daemon.api.ecs import OPERATIONS as ECS_OPERATIONS
+from daemon.api.ecs import Ecs
 from daemon.api.keystone import Keystone
 from daemon.api.nova import OPERATIONS as NOVA_OPERATIONS
 from daemon.api.nova import Nova
+from daemon.api.nova_volumes import OPERATIONS as NOVA_VOLUMES_OPERATIONS
+from daemon.api.nova_volumes import NovaVolumes
+from daemon.api.sdrs import OPERATIONS as SDRS_OPERATIONS
+from daemon.api.sdrs import Sdrs
 from daemon.control import Control
+from daemon.observability import OPERATIONS as METRICS_OPERATIONS
+from daemon.observability import Metrics, metrics_route
 from runtime.errors import CloudError
 
 log = logging.getLogger(__name__)
@@ -35,11 +47,20 @@ OPENAPI_PATH = "/openapi.json"
 
 
 def create_app(directory: Directory, clock: Callable[[], datetime], public_url: str,
-               control: Control | None = None) -> Starlette:
+               control: Control | None = None, *, traces: TraceRecorder | None = None,
+               metrics: Metrics | None = None) -> Starlette:
     """The API over `directory`; `clock` gives aware UTC datetimes; `public_url` (scheme://host:port,
     as clients reach the daemon) is what the version documents and the service catalog advertise.
-    With `control` (the actors), the Nova compute routes (daemon.api.nova) are served and cataloged too."""
-    keystone = Keystone(directory, clock, public_url, compute=control is not None)
+    With `control` (the actors), the Nova compute routes (daemon.api.nova) are served and cataloged too.
+    With `control`, the Cinder v3 and Nova volume attachment routes (daemon.api.cinder, daemon.api.nova_volumes)
+    are served too, and cataloged when the region stores volumes; so are the provider's sDRS routes
+    (daemon.api.sdrs), cataloged when the region runs sDRS.
+    With `traces`, every call is traced (CTS-1, daemon.api.cts) and `GET /v3/{project_id}/traces` served; with
+    `metrics`, `GET /metrics` (daemon.observability). With either, every answer has `X-Openstack-Request-Id`."""
+    keystone = Keystone(directory, clock, public_url, compute=control is not None,
+                        saved=None if control is None else control.save_identity,
+                        volume=None if control is None else _stores_volumes(control),
+                        sdrs=None if control is None else _runs_sdrs(control))
 
     async def cloud_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, CloudError)
@@ -65,18 +86,40 @@ def create_app(directory: Directory, clock: Callable[[], datetime], public_url: 
         return error_response(500, "internal error; the daemon's log has the details", public_url)
 
     routes = keystone.routes() + (Nova(directory, control, public_url).routes() if control is not None else [])
+    routes += Ecs(directory, control).routes() if control is not None else []
+    routes += [*Cinder(directory, control, public_url, clock).routes(),
+               *NovaVolumes(directory, control).routes()] if control is not None else []
+    routes += Sdrs(directory, control).routes() if control is not None else []
+    routes += cts_routes(directory, clock, traces) if traces is not None else []
+    routes += [metrics_route(metrics, directory, clock, public_url, control)] if metrics is not None else []
     document = openapi(routes, public_url)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
     routes.append(Route(OPENAPI_PATH, openapi_json, methods=["GET"]))
+    traced = [Middleware(TraceMiddleware, directory=directory, clock=clock, public_url=public_url, routes=routes,
+                         recorder=traces, metrics=metrics)] if traces is not None or metrics is not None else []
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, directory=directory, clock=clock, public_url=public_url)],
+        middleware=[*traced, Middleware(AuthMiddleware, directory=directory, clock=clock, public_url=public_url)],
         exception_handlers={CloudError: cloud_error, ApiError: api_error, HTTPException: http_error,
                             Exception: server_error},
     )
+
+
+def _stores_volumes(control: Control) -> Callable[[], Awaitable[bool]]:
+    """Whether the region has volume services (a [storage] section): then Keystone catalogs Cinder."""
+    async def check() -> bool:
+        return bool((await control.services()).volumes)
+    return check
+
+
+def _runs_sdrs(control: Control) -> Callable[[], Awaitable[bool]]:
+    """Whether the region runs sDRS (block stores in its AZs): then Keystone catalogs it (daemon.api.sdrs)."""
+    async def check() -> bool:
+        return (await control.services()).sdrs is not None
+    return check
 
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -130,18 +173,22 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document")}},
 }
 
+_OPERATIONS.update({**CTS_OPERATIONS, **METRICS_OPERATIONS})  # daemon.api.cts, daemon.observability
+
 
 def openapi(routes: list[Route], public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of `routes` plus itself; refuses a route it does not describe."""
     paths: dict[str, dict[str, Any]] = {}
     served = [(method, route.path) for route in routes for method in sorted(route.methods or ()) if method != "HEAD"]
+    described = {**_OPERATIONS, **NOVA_OPERATIONS, **ECS_OPERATIONS, **CINDER_OPERATIONS, **NOVA_VOLUMES_OPERATIONS,
+                 **SDRS_OPERATIONS}
     for method, path in [*served, ("GET", OPENAPI_PATH)]:
-        paths.setdefault(path, {})[method.lower()] = {**_OPERATIONS, **NOVA_OPERATIONS}[(method, path)]
+        paths.setdefault(path, {})[method.lower()] = described[(method, path)]
     return {
         "openapi": "3.1.0",
         "info": {"title": "fe-runtime", "version": "0.1.0",
-                 "description": "OpenStack-compatible API of fe-runtime: Keystone v3 identity, Nova v2.1 compute "
-                                "(subsets)"},
+                 "description": "OpenStack-compatible API of fe-runtime: Keystone v3 identity, Nova v2.1 compute, "
+                                "Cinder v3 block storage (subsets)"},
         "servers": [{"url": public_url.rstrip("/")}],
         "paths": paths,
         "security": [{"token": []}],

@@ -5,7 +5,8 @@
 - `POST /identity/v3/auth/tokens`: password (and, for users enrolled in TOTP, "totp") methods,
   scoped to a project by name (domain "Default") or by id (a project's name is its id) -> 201,
   the token id in `X-Subject-Token`, the token in the body with a catalog that lists only what
-  this daemon serves (identity; compute when the app has the region).
+  this daemon serves (identity; compute when the app has the region;
+  block storage, `volumev3` and `block-storage`, when the region stores volumes).
 - `GET`/`HEAD`/`DELETE /identity/v3/auth/tokens`: validate or revoke the `X-Subject-Token`.
   A token may validate or revoke itself; any other token needs the provider's cloud admin
   (Keystone's "token_subject or system reader" policy), decided by `Directory.authorize`.
@@ -17,7 +18,7 @@ exist here: every token acts on one project.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,8 +151,17 @@ class Keystone:
     """The identity routes over one `Directory`; `clock` gives aware UTC datetimes."""
 
     def __init__(self, directory: Directory, clock: Callable[[], datetime], public_url: str,
-                 compute: bool = False) -> None:
+                 compute: bool = False, saved: Callable[[], Awaitable[None]] | None = None,
+                 volume: Callable[[], Awaitable[bool]] | None = None,
+                 sdrs: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """`saved` is awaited after each change of the Directory (a token issued or revoked), before
+        the answer: the daemon writes the change durably there (daemon.control.Control.save_identity)."""
         self.directory, self.clock, self.compute = directory, clock, compute
+        self.saved = saved
+        # `volume` says whether the region stores volumes (daemon.api.cinder): asked once, at the first token
+        self.volume_check, self.volume = volume, False
+        # `sdrs` says whether the region runs sDRS (daemon.api.sdrs): asked once too
+        self.sdrs_check, self.sdrs = sdrs, False
         self.public_url = public_url.rstrip("/")
 
     @property
@@ -180,6 +190,9 @@ class Keystone:
     async def issue(self, request: Request) -> Response:
         user, project, password, code = parse_password_auth(await read_json(request))
         token = self.directory.authenticate(user, project, password, now=self.clock(), totp=code)
+        await self._check_volume()
+        if self.saved is not None:
+            await self.saved()
         return JSONResponse(self.token_body(token), status_code=201, headers={"X-Subject-Token": token.id})
 
     def _subject(self, request: Request) -> Token:
@@ -195,12 +208,21 @@ class Keystone:
         except Unauthenticated:  # about the subject, not the caller: Keystone answers 404
             raise ApiError(404, "the X-Subject-Token is unknown, expired or revoked") from None
 
+    async def _check_volume(self) -> None:
+        if self.volume_check is not None:
+            self.volume, self.volume_check = await self.volume_check(), None
+        if self.sdrs_check is not None:
+            self.sdrs, self.sdrs_check = await self.sdrs_check(), None
+
     async def validate(self, request: Request) -> Response:
         subject = self._subject(request)
+        await self._check_volume()
         return JSONResponse(self.token_body(subject), headers={"X-Subject-Token": subject.id})
 
     async def revoke(self, request: Request) -> Response:
         self.directory.revoke(self._subject(request).id)
+        if self.saved is not None:
+            await self.saved()
         return Response(status_code=204)
 
     def token_body(self, token: Token) -> dict[str, Any]:
@@ -214,14 +236,21 @@ class Keystone:
             "roles": [{"id": role.value, "name": role.value} for role in sorted(token.roles, key=lambda r: r.value)],
             "issued_at": _iso(token.issued_at),
             "expires_at": _iso(token.expires_at),
-            "catalog": self.catalog(),
+            "catalog": self.catalog(token.project),
         }}
 
-    def catalog(self) -> list[Mapping[str, Any]]:
-        """Only the services this daemon serves: identity, and compute when the Nova routes are served."""
+    def catalog(self, project: str = "") -> list[Mapping[str, Any]]:
+        """Only the services this daemon serves: identity, compute when the Nova routes are served, block
+        storage (Cinder v3, its URL ends with the token's `project`) when the region stores volumes, and the
+        provider's sDRS (type "sdrs", `/sdrs/v1/{project}`) when the region runs it."""
         services = [("identity", "keystone", self.v3_url)]
         if self.compute:
             services.append(("compute", "nova", f"{self.public_url}/compute/v2.1"))
+        if self.volume:
+            services += [(kind, name, f"{self.public_url}/volume/v3/{project}")
+                         for kind, name in (("volumev3", "cinderv3"), ("block-storage", "cinder"))]
+        if self.sdrs:
+            services.append(("sdrs", "sdrs", f"{self.public_url}/sdrs/v1/{project}"))
         return [{"id": kind, "type": kind, "name": name, "endpoints": [
             {"id": f"{kind}-{interface}", "interface": interface, "region": None, "region_id": None, "url": url}
             for interface in ("public", "internal", "admin")]} for kind, name, url in services]

@@ -418,7 +418,15 @@ class RbdBlockStore:
         await self._libvirt(lambda pool: _expand(pool, volume_id, size_gb, self._az), volume_id)
 
     async def delete_volume(self, volume_id: str) -> None:
-        image = await self._image(volume_id)
+        """Also removes the image a create left half-made (made, but killed before its metadata was
+        set: the daemon's journal names it, and nothing else can be made under a volume id here)."""
+        try:
+            image = await self._image(volume_id)
+        except NotFound:
+            if not await self._exists(volume_id):
+                raise
+            await self._libvirt(lambda pool: _lookup(pool, volume_id, self._az).delete(0), volume_id)
+            return
         if REPLICA in image.meta or REPLICA_OF in image.meta:
             raise Conflict(f"volume {volume_id} is part of a running replication; stop it first")
         if image.user_snaps:

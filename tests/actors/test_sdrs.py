@@ -312,6 +312,10 @@ def test_protected_servers_are_the_tenants_own_in_the_production_AZ_one_group_ea
     site.ask(ProtectServer(group, mine))
     with pytest.raises(Conflict, match="already protected"):
         site.ask(ProtectServer(other, mine))
+    foreign = site.create_group("foreign", tenant="globex")
+    with pytest.raises(NotFound) as err:  # TEN-1: not "protected by group <id>" to another tenant
+        site.ask(ProtectServer(foreign, mine))
+    assert group not in str(err.value)
     assert site.group(group).servers == (mine,)
     assert site.group(other).servers == ()
     volumes = site.ask(ServerVolumes(mine), to=site.volumes[B])

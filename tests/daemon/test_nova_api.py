@@ -21,7 +21,9 @@ from argon2 import PasswordHasher
 
 from actors.identity import Directory, Role
 from daemon.api.app import create_app
+from daemon.api.cts import TraceRecorder
 from daemon.config import parse
+from daemon.observability import Metrics
 from daemon.service import Daemon
 from runtime.secrets import SystemSecrets
 
@@ -33,7 +35,7 @@ CONFIG = """
 [daemon]
 region = "eu-west-0"
 listen = "127.0.0.1:{port}"
-state = "sqlite:///var/lib/fe-runtime/state.db"
+state = "sqlite://{state}"
 
 [[hosts]]
 name = "lab-h1"
@@ -91,12 +93,13 @@ def domains() -> dict[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[Running]:
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The daemon on a free port of 127.0.0.1; projects acme (instances quota 2) and globex."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
-    config = parse(CONFIG.format(port=listener.getsockname()[1]), "fe.toml", {})
+    config = parse(CONFIG.format(port=listener.getsockname()[1], state=tmp_path_factory.mktemp("nova") / "state.db"),
+                   "fe.toml", {})
     directory = Directory(SystemSecrets(), hasher=CHEAP)
     daemon = Daemon(config, {"FE_ADMIN_PASSWORD": PASSWORD}, directory=directory, sock=listener,
                     handle_signals=False)
@@ -235,7 +238,9 @@ def test_a_refused_transition_is_409_and_a_bad_action_400(running: Running) -> N
     assert "cannot start" in nova_error(running.call("POST", f"/servers/{sid}/action", token,
                                                      json={"os-start": None}), 409, "conflictingRequest")
     assert "is not a server action" in nova_error(running.call("POST", f"/servers/{sid}/action", token,
-                                                               json={"resize": {}}), 400, "badRequest")
+                                                               json={"migrate": None}), 400, "badRequest")
+    assert "body.resize.flavorRef: required" in nova_error(running.call("POST", f"/servers/{sid}/action", token,
+                                                                        json={"resize": {}}), 400, "badRequest")
     assert "not valid JSON" in nova_error(running.call("POST", f"/servers/{sid}/action", token,
                                                        content=b"{"), 400, "badRequest")
     assert running.call("DELETE", f"/servers/{sid}", token).status_code == 204
@@ -244,7 +249,9 @@ def test_a_refused_transition_is_409_and_a_bad_action_400(running: Running) -> N
 
 def test_the_openapi_description_lists_exactly_the_served_routes(running: Running) -> None:
     assert running.daemon.region is not None
-    app = create_app(running.daemon.directory, lambda: None, running.url, running.daemon.control)  # type: ignore
+    assert running.daemon.store is not None
+    app = create_app(running.daemon.directory, lambda: None, running.url, running.daemon.control,  # type: ignore
+                     traces=TraceRecorder(running.daemon.store), metrics=Metrics())
     served = {(route.path, method.lower()) for route in app.routes for method in getattr(route, "methods", ())
               if method != "HEAD"}
     document = httpx.get(f"{running.url}/openapi.json").json()
@@ -261,7 +268,7 @@ def test_sigterm_stops_the_daemon_with_exit_status_0(tmp_path: Path) -> None:
     port = listener.getsockname()[1]
     listener.close()
     config = tmp_path / "fe.toml"
-    config.write_text(CONFIG.format(port=port))
+    config.write_text(CONFIG.format(port=port, state=tmp_path / "state.db"))
     env = {**os.environ, "FE_ADMIN_PASSWORD": PASSWORD}
     proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "daemon", "--config", str(config)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parents[2])
@@ -281,10 +288,10 @@ def test_sigterm_stops_the_daemon_with_exit_status_0(tmp_path: Path) -> None:
             proc.communicate()
     assert proc.returncode == 0, out
     assert "host lab-h1 has no power controller" in out
-    assert "SIGTERM: stopping" in out and "state stays in memory" in out
+    assert "SIGTERM: stopping" in out and "reconciled: 0 servers adopted" in out
 
 
 def test_the_daemon_needs_the_admin_password() -> None:
-    config = parse(CONFIG.format(port=8774), "fe.toml", {})
+    config = parse(CONFIG.format(port=8774, state="/var/lib/fe/state.db"), "fe.toml", {})
     with pytest.raises(Exception, match="FE_ADMIN_PASSWORD"):
         Daemon(config, {})
