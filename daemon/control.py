@@ -87,6 +87,20 @@ def new_id() -> str:
     return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
 
 
+async def write_mirrored(store: StateStore | None, records: dict[tuple[str, str], Value],
+                         batch: Sequence[Write]) -> None:
+    """Apply `batch` to `store` (durable on return), then to its in-memory mirror `records`."""
+    if not batch:
+        return
+    if store is not None:
+        await store.apply(batch)
+    for op in batch:
+        if isinstance(op, Put):
+            records[(op.kind, op.key)] = op.value
+        else:
+            records.pop((op.kind, op.key), None)
+
+
 def identity_records(directory: Directory) -> dict[tuple[str, str], Value]:
     """The Directory as records (roles sorted, so equal state gives equal records)."""
     def plain(obj: Any) -> Value:
@@ -170,15 +184,7 @@ class Control:
 
     async def write(self, batch: Sequence[Write]) -> None:
         """Apply `batch` to the store (durable on return), then to the mirror."""
-        if not batch:
-            return
-        if self.store is not None:
-            await self.store.apply(batch)
-        for op in batch:
-            if isinstance(op, Put):
-                self.records[(op.kind, op.key)] = op.value
-            else:
-                self.records.pop((op.kind, op.key), None)
+        await write_mirrored(self.store, self.records, batch)
 
     async def save_identity(self) -> None:
         """Write what changed in the Directory since the last call (one batch)."""

@@ -37,7 +37,7 @@ from actors.scheduler import GroupPolicy
 from actors.tenant import AdoptState, TenantServer, TenantVolume
 from actors.volumes import AdoptVolume
 from daemon.config import ORPHAN_POLICIES
-from daemon.control import ASK_TIMEOUT_S, OURS, Value
+from daemon.control import ASK_TIMEOUT_S, OURS, Value, write_mirrored
 from runtime.actor import ActorRef
 from runtime.errors import CloudError, NotFound
 from runtime.ports import DomainInfo, Hypervisor
@@ -102,14 +102,7 @@ class Reconciler:
         return {key: v for (k, key), v in self.records.items() if k == kind}
 
     async def write(self, batch: list[Write]) -> None:
-        if not batch:
-            return
-        await self.store.apply(batch)
-        for op in batch:
-            if isinstance(op, Put):
-                self.records[(op.kind, op.key)] = op.value
-            else:
-                self.records.pop((op.kind, op.key), None)
+        await write_mirrored(self.store, self.records, batch)
 
     async def run(self) -> Report:
         await self._list()

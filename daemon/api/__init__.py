@@ -12,13 +12,13 @@ every API's routes share, so that each rule is decided once:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.identity import Directory, Forbidden, Token, Unauthenticated
@@ -70,6 +70,19 @@ async def read_json(request: Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequest(f"body: not valid JSON ({error})") from None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def in_format(errors: Callable[[CloudError], Response], handler: Handler) -> Handler:
+    """`handler`, whose runtime errors leave in its API's own error format (`errors`)."""
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except CloudError as error:
+            return errors(error)
+    return wrapped
 
 
 def token_of(request: Request) -> Token:

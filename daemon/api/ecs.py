@@ -23,7 +23,6 @@ HTTP status), Ecs.0003 (no permission: 403), Ecs.0002 (system exception: 500 and
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -33,7 +32,7 @@ from starlette.routing import Route
 from actors.az import DescribeServer, ServerDescription, SetAutoRecovery
 from actors.identity import Action, Directory, Forbidden
 from actors.tenant import ListServers, TenantServer
-from daemon.api import read_json, token_of
+from daemon.api import Handler, in_format, read_json, token_of
 from daemon.control import ASK_TIMEOUT_S, Control
 from runtime.errors import CloudError, Conflict, InvalidRequest, NotFound, ServiceUnavailable
 
@@ -75,13 +74,8 @@ class Ecs:
                 Route(_AUTORECOVERY, self._ecs(self.set_auto_recovery), methods=["PUT"])]
 
     @staticmethod
-    def _ecs(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except CloudError as error:
-                return error_of(error)
-        return wrapped
+    def _ecs(handler: Handler) -> Handler:
+        return in_format(error_of, handler)
 
     async def _server(self, request: Request, action: Action) -> tuple[str, TenantServer]:
         """The project of the path, once the caller may `action` it (TEN-1), and its server."""

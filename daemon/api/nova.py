@@ -80,7 +80,7 @@ from actors.tenant import (
     TenantServer,
 )
 from actors.volumes import GetVolume, VolumeView
-from daemon.api import read_json, token_of
+from daemon.api import Handler, in_format, read_json, token_of
 from daemon.control import ASK_TIMEOUT_S, Control
 from runtime.errors import (
     CloudError,
@@ -281,13 +281,8 @@ class Nova:
         ]
 
     @staticmethod
-    def _nova(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except CloudError as error:
-                return error_of(error)
-        return wrapped
+    def _nova(handler: Handler) -> Handler:
+        return in_format(error_of, handler)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _caller(self, request: Request, action: Action, project: str | None = None) -> Token:

@@ -31,10 +31,10 @@ from starlette.routing import Route
 from actors.identity import Action, Directory
 from actors.tenant import ListServers, TenantServer
 from actors.volumes import AttachVolume, DetachVolume, ListVolumes, VolumeView
-from daemon.api import read_json, token_of
+from daemon.api import Handler, in_format, read_json, token_of
 from daemon.api.nova import PREFIX, error_of
 from daemon.control import Control
-from runtime.errors import CloudError, InvalidRequest, NotFound
+from runtime.errors import InvalidRequest, NotFound
 
 _ATTACHMENTS = f"{PREFIX}/servers/{{server_id}}/os-volume_attachments"
 _FIELDS = {"volumeId", "device"}
@@ -57,13 +57,8 @@ class NovaVolumes:
         ]
 
     @staticmethod
-    def _nova(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except CloudError as error:
-                return error_of(error)
-        return wrapped
+    def _nova(handler: Handler) -> Handler:
+        return in_format(error_of, handler)
 
     async def _server(self, request: Request, action: Action) -> tuple[str, TenantServer]:
         """The caller's project (authorized for `action`, TEN-1) and its server of the URL."""

@@ -82,7 +82,7 @@ from actors.sdrs import (
     UnprotectServer,
 )
 from actors.tenant import ListServers, TenantServer
-from daemon.api import read_json, token_of
+from daemon.api import Handler, in_format, read_json, token_of
 from daemon.control import ASK_TIMEOUT_S, Control
 from runtime.actor import ActorRef
 from runtime.errors import CloudError, Conflict, InvalidRequest, InvalidTransition, NotFound, ServiceUnavailable
@@ -228,13 +228,8 @@ class Sdrs:
         ]
 
     @staticmethod
-    def _sdrs(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except CloudError as error:
-                return error_of(error)
-        return wrapped
+    def _sdrs(handler: Handler) -> Handler:
+        return in_format(error_of, handler)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _project(self, request: Request, action: Action) -> str:
