@@ -317,6 +317,44 @@ class BackupCatalog:
             cur = None if base is None else self.backups[base]
         return keys[::-1]
 
+    # -- durability (issue 5) -------------------------------------------------------------
+    def load(self, backups: list[Backup], heads: dict[str, dict[str, str]]) -> None:
+        """Rebuild an empty catalogue from its backups (in request order, hidden ones included) and
+        heads: the indexes, stored bytes, reservations, pending creates and dependents are derived
+        from them. InvalidRequest names a base or head that points to no backup."""
+        assert not self.backups, "load into an empty catalogue"
+        self.backups = {b.id: b for b in backups}
+        for b in backups:
+            b.dependents = 0
+        for b in backups:
+            for p in b.parts.values():
+                base = self.backups.get(p.base) if p.base is not None else None
+                if p.base is not None and (base is None or p.volume_id not in base.parts):
+                    raise InvalidRequest(f"backup {b.id}: part {p.volume_id} is a diff from {p.base}, which holds "
+                                         "no such part")
+                if base is not None:
+                    base.dependents += 1
+            if not b.hidden:
+                self.by_tenant.setdefault(b.tenant, {})[b.id] = None
+                self.by_chain.setdefault(b.chain, {})[b.id] = None
+                for vid in b.parts:
+                    self.per_volume[vid] = self.per_volume.get(vid, 0) + 1
+            self.stored[b.tenant] = self.stored.get(b.tenant, 0) + b.nbytes
+            if b.reserved_gb:
+                self.reserved_gb[b.tenant] = self.reserved_gb.get(b.tenant, 0) + b.reserved_gb
+            if b.state in (BackupState.QUEUED, BackupState.CREATING) or (
+                    b.state is BackupState.ERROR and b.retry_at is not None):
+                self.pending[b.chain] = b.id
+                for vid in b.parts:
+                    self.backing_up[vid] = self.backing_up.get(vid, 0) + 1
+        for vid, chains in heads.items():
+            for chain, bid in chains.items():
+                head = self.backups.get(bid)
+                if head is None or vid not in head.parts or head.parts[vid].snapshot is None:
+                    raise InvalidRequest(f"heads[{vid!r}][{chain!r}] = {bid!r}: not a backup of that volume "
+                                         "that keeps its snapshot")
+        self.heads = {vid: dict(chains) for vid, chains in heads.items() if chains}
+
     # -- deleting -----------------------------------------------------------------------
     def hide(self, b: Backup) -> None:
         b.hidden = True

@@ -47,7 +47,7 @@ from actors.backup_catalog import BackupView as BackupView
 from actors.volumes import EndRestore, GetVolume, ServerVolumes, StartRestore, VolumeView, check_region
 from runtime.actor import Actor, ActorRef, Context
 from runtime.errors import BackendError, CloudError, Conflict, InvalidRequest, NotFound, QuotaExceeded
-from runtime.storage import BlockStore, ObjectStore, check_same_region
+from runtime.storage import BlockStore, ObjectStore, VolumeKind, check_same_region
 
 T = TypeVar("T")
 _A = BackupAction
@@ -152,6 +152,23 @@ class DeleteBackupPolicy:
 
 
 @attrs.frozen
+class ExportBackups:
+    """Everything the service must remember across a restart (issue 5). Reply: a JSON-able dict
+    (see `BackupService._export`)."""
+
+
+@attrs.frozen
+class ImportBackups:
+    """Give a fresh service, before any request, the state `ExportBackups` replied. Creates that
+    were queued or running become error (they are not resumed: see `BackupService._import`),
+    deletes and restores in flight are run again, policies' timers restart from their schedule.
+    Reply: the number of backups imported (hidden ones included). Conflict if the service
+    already holds backups, policies or jobs; InvalidRequest names a malformed field."""
+
+    state: dict[str, Any]
+
+
+@attrs.frozen
 class GetBackupStats:
     """Reply: BackupStats."""
 
@@ -202,6 +219,7 @@ class _Policy:
     retain_count: int | None
     retain_days: float | None
     targets: dict[str, bool] = attrs.Factory(dict)  # volume or server id -> is a server
+    next_at: float = 0.0  # when its timer fires next
 
 
 @attrs.define
@@ -238,6 +256,60 @@ async def _together(ctx: Context, calls: Sequence[Callable[[], Awaitable[T]]]) -
     return results
 
 
+# -- the exported state (issue 5) ---------------------------------------------------
+STATE_VERSION = 1
+
+
+def _backup_state(b: Backup) -> dict[str, Any]:
+    return {"id": b.id, "tenant": b.tenant, "name": b.name, "server_id": b.server_id,
+            "requested_at": b.requested_at, "policy": b.policy, "state": b.state.value, "taken_at": b.taken_at,
+            "error": b.error, "retry_at": b.retry_at, "reserved_gb": b.reserved_gb, "hidden": b.hidden,
+            "parts": [{"volume_id": p.volume_id, "az": p.az, "size_gb": p.size_gb, "kind": p.kind.value,
+                       "bootable": p.bootable, "base": p.base, "depth": p.depth, "snapshot": p.snapshot,
+                       "nbytes": p.nbytes} for p in b.parts.values()]}
+
+
+def _read_state(state: Any) -> tuple[list[Backup], dict[str, dict[str, str]], list[dict[str, str]], list[_Policy]]:
+    """Parse an exported state; InvalidRequest names the first malformed entry."""
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise InvalidRequest(f"backup state: version must be {STATE_VERSION} (got "
+                             f"{state.get('version') if isinstance(state, dict) else type(state).__name__!r})")
+    where = "backups"
+    try:
+        backups = []
+        for i, d in enumerate(state["backups"]):
+            where = f"backups[{i}]"
+            parts = [Part(p["volume_id"], p["az"], int(p["size_gb"]), VolumeKind(p["kind"]), bool(p["bootable"]),
+                          p["base"], int(p["depth"]), p["snapshot"], int(p["nbytes"])) for p in d["parts"]]
+            if not parts:
+                raise ValueError("a backup holds at least one part")
+            backups.append(Backup(d["id"], d["tenant"], d["name"], d["server_id"], {p.volume_id: p for p in parts},
+                                  float(d["requested_at"]), d["policy"], BackupState(d["state"]), d["taken_at"],
+                                  d["error"], d["retry_at"], int(d["reserved_gb"]), hidden=bool(d["hidden"])))
+        where = "heads"
+        heads = {str(vid): {str(c): str(bid) for c, bid in chains.items()} for vid, chains in state["heads"].items()}
+        restores = []
+        for i, r in enumerate(state["restores"]):
+            where = f"restores[{i}]"
+            restores.append({k: str(r[k]) for k in ("backup", "volume_id", "az", "source")})
+        policies = []
+        for i, d in enumerate(state["policies"]):
+            where = f"policies[{i}]"
+            policies.append(_Policy(d["id"], d["tenant"], d["name"], float(d["interval_s"]), d["retain_count"],
+                                    d["retain_days"], {str(t): bool(s) for t, s in d["targets"].items()},
+                                    float(d["next_at"])))
+        bound: dict[str, str] = {}
+        for policy in policies:
+            for target in policy.targets:
+                if target in bound:
+                    raise ValueError(f"{target} follows policies {bound[target]} and {policy.id}; one each (CSBS-1)")
+                bound[target] = policy.id
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidRequest(f"backup state: {where}: {type(exc).__name__} {exc}; give what ExportBackups "
+                             "replied") from None
+    return backups, heads, restores, policies
+
+
 # -- the service -------------------------------------------------------------------
 class BackupService(Actor):
     def __init__(self, objects: ObjectStore, stores: Mapping[str, BlockStore], volumes: Mapping[str, ActorRef],
@@ -254,6 +326,7 @@ class BackupService(Actor):
         self.buckets: set[str] = set()
         self.policies: dict[str, _Policy] = {}
         self.policy_of: dict[str, str] = {}  # volume or server id -> its policy
+        self.restore_jobs: dict[str, _Job] = {}  # target volume -> its restore, queued or running
         self.counters = _Counters()
 
     async def receive(self, msg: Any) -> Any:
@@ -278,6 +351,10 @@ class BackupService(Actor):
                 return self._delete_policy(self._policy(tenant, pid))
             case GetBackupStats():
                 return self._stats()
+            case ExportBackups():
+                return self._export()
+            case ImportBackups(state):
+                return self._later(self._import(state))
         return await super().receive(msg)
 
     def _later(self, work: Awaitable[Any]) -> None:
@@ -464,11 +541,13 @@ class BackupService(Actor):
             self._restore_ended(b, volume_id)
             raise
         self._drop_snapshots(self.catalog.rewritten(volume_id))
-        self._enqueue(_Job(_Kind.RESTORE, b, volume_id=volume_id, az=az, source=part.volume_id))
+        job = self.restore_jobs[volume_id] = _Job(_Kind.RESTORE, b, volume_id=volume_id, az=az, source=part.volume_id)
+        self._enqueue(job)
         return RestoreJob(view(b), volume_id, az)
 
     def _restore_ended(self, b: Backup, volume_id: str) -> None:
         self.catalog.writing.discard(volume_id)
+        self.restore_jobs.pop(volume_id, None)
         b.restores -= 1
         if not b.restores:
             b.state = transition(b.id, b.state, _A.RESTORED)
@@ -555,6 +634,96 @@ class BackupService(Actor):
                            c.running_max_per_tenant, sum(len(q.waiting) for q in self.queues.values()),
                            sum(q.running for q in self.queues.values()))
 
+    # -- durability (issue 5) -------------------------------------------------------------
+    def _export(self) -> dict[str, Any]:
+        """The catalogue (every backup, hidden ones included, in request order; the chains' heads),
+        the restores queued or running, and the policies with their bindings and next tick. The rest
+        (indexes, reservations, dependents) is derived from it at import; counters are not kept."""
+        return {
+            "version": STATE_VERSION,
+            "backups": [_backup_state(b) for b in self.catalog.backups.values()],
+            "heads": {vid: dict(chains) for vid, chains in self.catalog.heads.items()},
+            "restores": [{"backup": j.backup.id, "volume_id": j.volume_id, "az": j.az, "source": j.source}
+                         for j in self.restore_jobs.values()],
+            "policies": [{"id": p.id, "tenant": p.tenant, "name": p.name, "interval_s": p.interval_s,
+                          "retain_count": p.retain_count, "retain_days": p.retain_days,
+                          "targets": dict(p.targets), "next_at": p.next_at} for p in self.policies.values()],
+        }
+
+    async def _import(self, state: dict[str, Any]) -> int:
+        """Load an exported state into this fresh service, then settle what was in flight:
+
+        - a create queued or running (or waiting to be retried) becomes error, for good: resuming
+          it would take its snapshot at another time than the tenant asked, on a volume that may
+          have changed since. Its reservation is released and it no longer depends on its bases;
+          the chain's head stays the previous complete backup (whose snapshot is kept), so the
+          next backup of the chain is a diff from it. What the attempt may have left (snapshot
+          `<id>-<attempt>`, a partial object under its own key) is deleted, best effort; nothing
+          else ever names them.
+        - a delete queued or running is run again (idempotent: missing objects are skipped);
+          a hidden backup nothing depends on any more is erased;
+        - a restore queued or running is run again from the start (the target volume is
+          discarded before the diffs are applied): the target is put back to restoring; if that is
+          refused (the volume is gone or in use), the restore is reported (`RestoreNotResumed`).
+        """
+        if self.catalog.backups or self.policies or self.restore_jobs or any(
+                q.waiting or q.running for q in self.queues.values()):
+            raise Conflict("the backup service already holds backups, policies or jobs: import into a fresh one")
+        backups, heads, restores, policies = _read_state(state)
+        try:
+            self.catalog.load(backups, heads)
+        except InvalidRequest:
+            self.catalog = BackupCatalog(self.limits)  # nothing half-loaded
+            raise
+        free = [b for b in backups if b.hidden and not b.dependents]
+        interrupted = [self.catalog.backups[bid] for bid in self.catalog.pending.values()]
+        for b in interrupted:
+            self.catalog.settle_create(b)
+            free += self.catalog.unlink_bases(b)
+            for p in b.parts.values():
+                p.snapshot = None
+            b.state, b.taken_at, b.retry_at = BackupState.ERROR, None, None
+            b.error = "the daemon restarted while this backup was being created; delete it and back up again"
+            self.counters.failed += 1
+            self.ctx.emit("BackupJobFailed", backup=b.id, tenant=b.tenant, job=_Kind.CREATE.value, attempt=0,
+                          final=True, error=b.error)
+            for attempt in range(1, self.limits.attempts + 1):
+                self.ctx.start_soon(self._discard_attempt, b, f"{b.id}-{attempt}")
+        for b in backups:
+            if b.state is BackupState.DELETING and not b.hidden:
+                self._enqueue(_Job(_Kind.DELETE, b))
+            elif b.state is BackupState.RESTORING:
+                b.state, b.restores = BackupState.AVAILABLE, 0
+        for policy in policies:
+            self.policies[policy.id] = policy
+            self.policy_of.update(dict.fromkeys(policy.targets, policy.id))
+            self.ctx.start_soon(self._tick, policy, max(0.0, policy.next_at - self.ctx.now()))
+        self.ctx.emit("BackupsImported", backups=len(backups), interrupted=[b.id for b in interrupted],
+                      restores=len(restores), policies=len(policies))
+        await self._erase_all(free)
+        for r in restores:
+            await self._resume_restore(r)
+        return len(backups)
+
+    async def _resume_restore(self, r: dict[str, str]) -> None:
+        b = self.catalog.backups.get(r["backup"])
+        if b is None or b.state is not BackupState.AVAILABLE or r["az"] not in self.volumes:
+            self.ctx.emit("RestoreNotResumed", backup=r["backup"], volume=r["volume_id"], error="no such backup")
+            return
+        b.state = transition(b.id, b.state, _A.RESTORE)
+        b.restores += 1
+        self.catalog.writing.add(r["volume_id"])
+        try:
+            await self.volumes[r["az"]].ask(StartRestore(b.tenant, r["volume_id"], b.parts[r["source"]].size_gb),
+                                            timeout=None)
+        except CloudError as exc:
+            self._restore_ended(b, r["volume_id"])
+            self.ctx.emit("RestoreNotResumed", backup=b.id, tenant=b.tenant, volume=r["volume_id"], error=str(exc))
+            return
+        job = self.restore_jobs[r["volume_id"]] = _Job(_Kind.RESTORE, b, volume_id=r["volume_id"], az=r["az"],
+                                                       source=r["source"])
+        self._enqueue(job)
+
     # -- policies (CBR-1) -----------------------------------------------------------------
     def _create_policy(self, msg: CreateBackupPolicy) -> str:
         if isinstance(msg.interval_h, bool) or not isinstance(msg.interval_h, int | float) or msg.interval_h <= 0:
@@ -567,7 +736,7 @@ class BackupService(Actor):
         policy = _Policy(self.ctx.new_id(), msg.tenant, msg.name, msg.interval_h * 3600.0, msg.retain_count,
                          msg.retain_days)
         self.policies[policy.id] = policy
-        self.ctx.start_soon(self._tick, policy)
+        self.ctx.start_soon(self._tick, policy, policy.interval_s)
         self.ctx.emit("BackupPolicyCreated", policy=policy.id, tenant=msg.tenant, interval_h=msg.interval_h,
                       retain_count=msg.retain_count, retain_days=msg.retain_days)
         return policy.id
@@ -601,10 +770,13 @@ class BackupService(Actor):
             del self.policy_of[target]
         self.ctx.emit("BackupPolicyDeleted", policy=policy.id, tenant=policy.tenant)
 
-    async def _tick(self, policy: _Policy) -> None:
-        """One timer per policy, whatever the number of volumes it covers."""
+    async def _tick(self, policy: _Policy, first_s: float) -> None:
+        """One timer per policy, whatever the number of volumes it covers; first fires after `first_s`."""
+        delay = first_s
         while True:
-            await self.ctx.sleep(policy.interval_s)
+            policy.next_at = self.ctx.now() + delay
+            await self.ctx.sleep(delay)
+            delay = policy.interval_s
             if self.policies.get(policy.id) is not policy:
                 return
             for target, is_server in list(policy.targets.items()):

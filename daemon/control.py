@@ -43,7 +43,7 @@ import cattrs.preconf.json
 from actors.az import DescribeServer, ServerDescription, SetAutoRecovery
 from actors.backups import RestoreBackup
 from actors.identity import Directory, Project, ProjectName, TemporaryCredentials, Token, User
-from actors.region import GetServices, GetTenant, RegionServices
+from actors.region import CreateTenant, GetServices, GetTenant, RegionServices
 from actors.tenant import (
     ActOnServer,
     ChangeFlavor,
@@ -185,6 +185,19 @@ class Control:
     async def write(self, batch: Sequence[Write]) -> None:
         """Apply `batch` to the store (durable on return), then to the mirror."""
         await write_mirrored(self.store, self.records, batch)
+
+    async def create_project(self, name: str, quotas: Mapping[str, int] | None = None) -> None:
+        """A new project and its tenant in the region (TEN-1), durable on return; nothing is left
+        half-made (the records are written only once the tenant exists)."""
+        assert self.directory is not None, "a Control without a Directory makes no projects"
+        self.directory.create_project(name)
+        try:
+            await self.region.ask(CreateTenant(name, dict(quotas or {})), timeout=ASK_TIMEOUT_S)
+        except BaseException:
+            del self.directory.projects[ProjectName(name)]
+            raise
+        await self.write([Put("tenant", name, {"quotas": dict(quotas or {})})])
+        await self.save_identity()
 
     async def save_identity(self) -> None:
         """Write what changed in the Directory since the last call (one batch)."""

@@ -44,8 +44,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import uvicorn
 
-from actors.identity import Directory, ProjectName, Role
-from actors.region import CreateTenant, Region
+from actors.identity import PROVIDER_PROJECT, Directory, ProjectName, Role
+from actors.region import Region
 from actors.topology import HostSpec, Topology
 from daemon.api.app import create_app
 from daemon.api.cts import TraceRecorder
@@ -63,7 +63,7 @@ from runtime.driver import AnyioDriver
 from runtime.errors import BackendError, ConfigError
 from runtime.ports import Hypervisor, Power, PowerState
 from runtime.secrets import SystemSecrets
-from runtime.state import Put, Record, StateStore
+from runtime.state import Record, StateStore
 from runtime.storage import BlockStore, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -158,15 +158,8 @@ class Daemon:
     async def create_project(self, name: str, quotas: Mapping[str, int] | None = None) -> None:
         """A new project, and its tenant in the region (TEN-1), durable on return; nothing is left
         half-made (the records are written only once the tenant exists)."""
-        assert self.region is not None and self.control is not None, "the daemon is not running"
-        self.directory.create_project(name)
-        try:
-            await self.region.ask(CreateTenant(name, dict(quotas or {})))
-        except BaseException:
-            del self.directory.projects[ProjectName(name)]
-            raise
-        await self.control.write([Put("tenant", name, {"quotas": dict(quotas or {})})])
-        await self.control.save_identity()
+        assert self.control is not None, "the daemon is not running"
+        await self.control.create_project(name, quotas)
 
     async def create_user(self, project: str, name: str, password: str, roles: frozenset[Role]) -> None:
         """A new user of `project`, durable on return."""
@@ -247,7 +240,9 @@ class Daemon:
             return
         await self.create_project(self.admin_project)
         await self.create_user(self.admin_project, self.admin_user, self.password, frozenset({Role.ADMIN}))
-        log.info("bootstrap: user %r with role admin in project %r", self.admin_user, self.admin_project)
+        await self.create_user(PROVIDER_PROJECT, self.admin_user, self.password, frozenset({Role.CLOUD_ADMIN}))
+        log.info("bootstrap: user %r with role admin in project %r, and cloud_admin in project %r (opens "
+                 "projects: POST /identity/v3/projects)", self.admin_user, self.admin_project, PROVIDER_PROJECT)
 
     async def _watch_started(self, server: _Server) -> None:
         while not server.started:

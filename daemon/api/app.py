@@ -30,6 +30,8 @@ from daemon.api.cts import TraceMiddleware, TraceRecorder, cts_routes
 from daemon.api.ecs import OPERATIONS as ECS_OPERATIONS
 from daemon.api.ecs import Ecs
 from daemon.api.keystone import Keystone
+from daemon.api.keystone_admin import OPERATIONS as KEYSTONE_ADMIN_OPERATIONS
+from daemon.api.keystone_admin import KeystoneAdmin
 from daemon.api.nova import OPERATIONS as NOVA_OPERATIONS
 from daemon.api.nova import Nova
 from daemon.api.nova_volumes import OPERATIONS as NOVA_VOLUMES_OPERATIONS
@@ -87,6 +89,7 @@ def create_app(directory: Directory, clock: Callable[[], datetime], public_url: 
 
     routes = keystone.routes() + (Nova(directory, control, public_url).routes() if control is not None else [])
     routes += Ecs(directory, control).routes() if control is not None else []
+    routes += KeystoneAdmin(directory, control, public_url).routes() if control is not None else []
     routes += [*Cinder(directory, control, public_url, clock).routes(),
                *NovaVolumes(directory, control).routes()] if control is not None else []
     routes += Sdrs(directory, control).routes() if control is not None else []
@@ -180,8 +183,8 @@ def openapi(routes: list[Route], public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of `routes` plus itself; refuses a route it does not describe."""
     paths: dict[str, dict[str, Any]] = {}
     served = [(method, route.path) for route in routes for method in sorted(route.methods or ()) if method != "HEAD"]
-    described = {**_OPERATIONS, **NOVA_OPERATIONS, **ECS_OPERATIONS, **CINDER_OPERATIONS, **NOVA_VOLUMES_OPERATIONS,
-                 **SDRS_OPERATIONS}
+    described = {**_OPERATIONS, **KEYSTONE_ADMIN_OPERATIONS, **NOVA_OPERATIONS, **ECS_OPERATIONS,
+                 **CINDER_OPERATIONS, **NOVA_VOLUMES_OPERATIONS, **SDRS_OPERATIONS}
     for method, path in [*served, ("GET", OPENAPI_PATH)]:
         paths.setdefault(path, {})[method.lower()] = described[(method, path)]
     return {
