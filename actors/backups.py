@@ -27,6 +27,10 @@ Limits (VBS-2, `[backups]` of defaults.toml) are checked when a backup is reques
 tenant, per volume and backup data per tenant; a refusal names the limit and the use,
 creates nothing and is counted. Policies (CBR-1) have one timer each. GEO-3: a restore
 into an AZ of another region is refused before anything is done; the stores refuse it too.
+
+Durability (issue 5): `ExportBackups` replies the whole state as plain JSON-able data and
+`ImportBackups` gives it to a fresh service; what was in flight is settled as `_import` says
+(creates become error, deletes and restores run again, policies keep their schedule).
 """
 
 from __future__ import annotations
@@ -701,9 +705,28 @@ class BackupService(Actor):
         self.ctx.emit("BackupsImported", backups=len(backups), interrupted=[b.id for b in interrupted],
                       restores=len(restores), policies=len(policies))
         await self._erase_all(free)
+        await self._check_heads(interrupted)
         for r in restores:
             await self._resume_restore(r)
         return len(backups)
+
+    async def _check_heads(self, interrupted: list[Backup]) -> None:
+        """A create that ended after the state was exported (the daemon was killed before the next
+        save) dropped its chain's previous head snapshot: a head whose snapshot is no longer on the
+        volume is not a base any more, so the chain's next backup is full instead of failing."""
+        for b in interrupted:
+            for p in b.parts.values():
+                head = self.catalog.backups.get(self.catalog.heads.get(p.volume_id, {}).get(b.chain, ""))
+                store = self.stores.get(p.az)
+                if head is None or store is None:
+                    continue
+                try:
+                    record = await store.get_volume(p.volume_id)
+                except CloudError:
+                    continue  # gone: nothing chains onto it; unreachable: its next create fails and retries
+                if head.parts[p.volume_id].snapshot not in record.snapshots:
+                    self.catalog.behead(head)
+                    self.ctx.emit("BackupChainRestarted", backup=head.id, tenant=head.tenant, volume=p.volume_id)
 
     async def _resume_restore(self, r: dict[str, str]) -> None:
         b = self.catalog.backups.get(r["backup"])

@@ -24,8 +24,11 @@ The records (kind: key -> value):
   the Directory's records (`save_identity`, after every change of the Directory);
 - `intent`: a random id -> op, project, and the fields of the request.
 
-What is not journaled (stays in memory, documented in the README): backups and backup
-policies, sDRS protection groups, quota change requests.
+- `backups`: "region" -> the BackupService's whole state (daemon.backup_state; written after
+  each backup request through `after_backups`, and after the service's events).
+
+What is not journaled (stays in memory, documented in the README): sDRS protection groups,
+quota change requests.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ import attrs
 import cattrs.preconf.json
 
 from actors.az import DescribeServer, ServerDescription, SetAutoRecovery
-from actors.backups import RestoreBackup
+from actors.backups import GetBackup, ListBackups, RestoreBackup
 from actors.identity import Directory, Project, ProjectName, TemporaryCredentials, Token, User
 from actors.region import CreateTenant, GetServices, GetTenant, RegionServices
 from actors.tenant import (
+    _BACKUP_REQUESTS,
     ActOnServer,
     ChangeFlavor,
     CreateServer,
@@ -145,6 +149,7 @@ class Control:
         self.store = store
         self.directory = directory
         self.records: dict[tuple[str, str], Value] = dict(records or {})
+        self.after_backups: Callable[[], Awaitable[None]] | None = None  # awaited after each backup request
 
     async def tenant(self, project: str) -> ActorRef:
         """The tenant actor of `project` (NotFound if the project has none)."""
@@ -162,7 +167,14 @@ class Control:
         """Ask `project`'s tenant actor; its reply once durable (see the module docstring),
         or the CloudError it raised (then nothing was written but the intent, now deleted).
         `fields`: the API's own fields (e.g. Cinder's name) for the record a create makes, written
-        in the same batch as the outcome."""
+        in the same batch as the outcome. After a backup request, `after_backups` (daemon.backup_state)."""
+        result = await self._ask(project, msg, fields)
+        if self.after_backups is not None and isinstance(msg, _BACKUP_REQUESTS) \
+                and not isinstance(msg, GetBackup | ListBackups):  # reads change nothing
+            await self.after_backups()
+        return result
+
+    async def _ask(self, project: str, msg: Any, fields: Mapping[str, Any] | None) -> Any:
         tenant = await self.tenant(project)
         journaled = self._journal(project, msg) if self.store is not None else None
         if journaled is None:

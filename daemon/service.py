@@ -49,6 +49,7 @@ from actors.region import Region
 from actors.topology import HostSpec, Topology
 from daemon.api.app import create_app
 from daemon.api.cts import TraceRecorder
+from daemon.backup_state import BackupSaver, restore_backups
 from daemon.config import DaemonConfig
 from daemon.control import IDENTITY_KINDS, Control, load_identity
 from daemon.observability import Metrics, setup_logging
@@ -211,6 +212,11 @@ class Daemon:
             self.control = Control(region, self.store, self.directory, reconciler.records)
             await adopt(region, await self.control.services(), reconciler.records, reconciler.placements,
                         set(reconciler.report.lost_volumes), reconciler.report)
+            saver = BackupSaver(self.control, await self.control.services())  # daemon.backup_state
+            system.events.sinks.append(saver.on_event)
+            tg.start_soon(saver.run)
+            log.info("backups restored: %d", await restore_backups(self.control, saver.services))
+            self.control.after_backups = saver.save
             log.info("reconciled: %s", reconciler.report.summary())
             self.directory.purge(datetime.now(UTC))
             await self._bootstrap()

@@ -47,11 +47,14 @@ def site() -> Iterator[Site]:
         yield s
 
 
-def restart(site: Site, limits: BackupLimits | None = None) -> dict[str, Any]:
-    """Export, stop the service (its jobs die with it), import into a new one, which the site
-    then uses; returns the exported state (after a JSON round trip: it must be JSON-able)."""
+def restart(site: Site, limits: BackupLimits | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export (unless `state` was exported earlier), stop the service (its jobs die with it), import
+    into a new one, which the site then uses; returns the exported state (after a JSON round trip:
+    it must be JSON-able)."""
     old = site.backups
-    state = json.loads(json.dumps(site.ask(ExportBackups(), to=old)))
+    if state is None:
+        state = json.loads(json.dumps(site.ask(ExportBackups(), to=old)))
+    assert state is not None
     site.system._top[old.path].stop()
     stores = {az: site.model.block_store(az) for az in AZS}
     new: ActorRef = site.system.spawn(
@@ -156,6 +159,52 @@ def test_vbs2_a_create_in_flight_becomes_error_and_the_next_backup_chains_on_the
         site.ask(DeleteBackup(TENANT, creating.id), to=site.backups)
         site.advance(60)
         assert creating.id not in {v.id for v in views(site)}
+
+
+def test_vbs1_a_create_done_after_the_last_save_restarts_its_chain_with_a_full_backup() -> None:
+    """Killed between a backup's end and the next save: the saved state shows it creating, but it
+    already dropped the previous head's snapshot. After the import it is error, and the next
+    backup of the volume is full (not a diff from a snapshot that is gone), and restores."""
+    with Site(timing=StorageTiming(backup_bps=1e6)) as site:
+        vol = site.volume(A, 10)
+        write(site, A, vol.id, 0, b"p" * MIB)
+        first = backup(site, vol.id)
+        write(site, A, vol.id, MIB, b"q" * MIB)
+        late = site.ask(CreateBackup(TENANT, vol.id), to=site.backups)
+        site.advance(1)
+        saved = json.loads(json.dumps(site.ask(ExportBackups(), to=site.backups)))
+        assert settle(site, late.id)  # done in the old service, after the save
+        site.advance(5)  # and the previous head's snapshot dropped
+        assert len(site.run(site.model.block_store(A).get_volume, vol.id).snapshots) == 1
+        restart(site, state=saved)
+        assert site.ask(GetBackup(TENANT, late.id), to=site.backups).state == "error"
+        assert [f["backup"] for _, _, f in site.kinds("BackupChainRestarted")] == [first]
+        nxt = backup(site, vol.id)
+        assert site.ask(GetBackup(TENANT, nxt), to=site.backups).parts[0].base is None
+        target = site.volume(A, 10)
+        site.ask(RestoreBackup(TENANT, nxt, target.id), to=site.backups)
+        site.advance(600)
+        assert read(site, A, target.id, 0, 2 * MIB) == b"p" * MIB + b"q" * MIB
+        # the older backup still restores from its own (full) object
+        site.ask(RestoreBackup(TENANT, first, target.id), to=site.backups)
+        site.advance(600)
+        assert read(site, A, target.id, 0, 2 * MIB) == b"p" * MIB + bytes(MIB)
+
+
+def test_vbs2_a_create_waiting_for_its_retry_becomes_error_for_good(site: Site) -> None:
+    """A create that failed once (AZ outage) and waits for its retry is not retried by the new
+    service: error with no retry due, and the volume can be backed up again."""
+    vol = site.volume(A, 10)
+    site.model.fail_az(A)
+    waiting = site.ask(CreateBackup(TENANT, vol.id), to=site.backups)
+    site.advance(60)
+    assert site.ask(GetBackup(TENANT, waiting.id), to=site.backups).retry_at is not None
+    restart(site)
+    site.model.restore_az(A)
+    site.advance(2 * 600)
+    view = site.ask(GetBackup(TENANT, waiting.id), to=site.backups)
+    assert view.state == "error" and view.retry_at is None and "restarted" in (view.error or "")
+    assert site.ask(GetBackup(TENANT, backup(site, vol.id)), to=site.backups).parts[0].base is None
 
 
 def test_a_delete_in_flight_is_finished_after_the_import(site: Site) -> None:
