@@ -24,7 +24,7 @@ from runtime.secrets import SystemSecrets
 from tests.daemon.test_cinder_api import CEPH_CONF, ENVIRON, POOL, STORED, Stored, clean, wait_until
 from tests.daemon.test_nova_api import AZ, CHEAP, PASSWORD
 
-pytestmark = [pytest.mark.ceph, pytest.mark.timeout(600),
+pytestmark = [pytest.mark.ceph, pytest.mark.timeout(600), pytest.mark.usefixtures("no_proxy"),
               pytest.mark.filterwarnings("ignore:Support for InfluxDB requires the influxdb library"),
               pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK50Warning"),
               pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK60Warning")]
@@ -56,12 +56,6 @@ class Life:
         self.done.result(timeout=120)
         self._portal_cm.__exit__(None, None, None)
         self.listener.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

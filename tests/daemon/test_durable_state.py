@@ -106,25 +106,7 @@ class Life:
         return {s["name"]: s["status"] for s in response.json()["servers"]}
 
 
-@pytest.fixture
-def libvirt_test() -> Iterator[libvirt.virConnect]:
-    """A connection held open for the whole test, so the test driver's domains outlive each daemon."""
-    conn = libvirt.open("test:///default")
-    try:
-        yield conn
-    finally:
-        for dom in conn.listAllDomains():
-            if dom.name() != "test":
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        conn.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxy")  # tests/daemon/conftest.py
 
 
 def ours(conn: libvirt.virConnect) -> dict[str, bool]:

@@ -4,7 +4,6 @@ survives a restart. Daemons in-process on libvirt `test:///default` (tests.daemo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +13,7 @@ import pytest
 
 from tests.daemon.test_durable_state import PASSWORD, Life
 
-
-@pytest.fixture
-def libvirt_test() -> Iterator[None]:
-    conn = libvirt.open("test:///default")  # domains outlive each daemon while it is open
-    try:
-        yield
-    finally:
-        for dom in conn.listAllDomains():
-            if dom.name() != "test":
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        conn.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxy")  # tests/daemon/conftest.py
 
 
 def keystone(life: Life, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
@@ -41,7 +22,7 @@ def keystone(life: Life, method: str, path: str, token: str, **kwargs: Any) -> h
 
 
 def test_the_cloud_admin_opens_a_tenant_whose_admin_adds_users_and_it_survives_a_restart(
-        tmp_path: Path, libvirt_test: None) -> None:
+        tmp_path: Path, libvirt_test: libvirt.virConnect) -> None:
     state = tmp_path / "state.db"
     with Life(state) as first:
         root = first.token("admin", "provider")  # the bootstrap's cloud admin (FE_ADMIN_PASSWORD)
